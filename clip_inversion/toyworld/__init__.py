@@ -1,0 +1,14 @@
+"""The small CLIP world that ships with clip-inversion: synthetic captioned shapes and models trained on them."""
+
+from pathlib import Path
+
+import open_clip
+
+MODEL_CONFIGS = Path(__file__).parent / "model_configs"
+MODELS = Path(__file__).parent / "models"
+
+
+def register_model_configs() -> None:
+    """Make the toy architectures (``toy-vit-p8``, ``toy-vit-p6``) known to ``open_clip.create_model``."""
+    if "toy-resnet" not in open_clip.list_models():
+        open_clip.add_model_config(MODEL_CONFIGS)

@@ -1,0 +1,67 @@
+import kornia.augmentation as K
+import torch
+
+from clip_inversion.augment import Augment, RandomColorShift
+from clip_inversion.image import PixelImage
+
+
+def test_pixel_image_starts_from_each_prompts_own_seed():
+    together = PixelImage([1, 2, 3], size=16)()
+    alone = PixelImage([2], size=16)()
+    assert together.shape == (3, 3, 16, 16) and 0 <= together.min() and together.max() <= 1
+    assert torch.equal(together[1], alone[0])
+    assert not torch.equal(together[0], together[1])
+
+
+def test_upsample_makes_a_new_parameter_of_the_new_size():
+    image = PixelImage([0, 1], size=8)
+    old = image.pixels
+    image.upsample(16)
+    assert image.pixels is not old and image.pixels.shape == (2, 3, 16, 16)
+    assert isinstance(image.pixels, torch.nn.Parameter) and image.pixels.requires_grad
+    assert 0 <= image.pixels.min() and image.pixels.max() <= 1
+    # bicubic upsampling keeps the picture: a mean-pool back down is close to the original
+    assert torch.allclose(torch.nn.functional.avg_pool2d(image.pixels.detach(), 2), old.detach(), atol=0.2)
+
+
+def test_project_clamps_to_unit_range():
+    image = PixelImage([0], size=4)
+    with torch.no_grad():
+        image.pixels.mul_(3).sub_(1)
+    image.project_()
+    assert image.pixels.min() == 0 and image.pixels.max() == 1
+
+
+def test_every_copy_draws_its_own_augmentation():
+    torch.manual_seed(0)
+    augment = Augment([K.RandomAffine(degrees=30, translate=(0.1, 0.1), scale=(0.7, 1.2), p=1.0)], copies=5)
+    images = torch.rand(2, 3, 16, 16)
+    views = augment(images)
+    assert views.shape == (10, 3, 16, 16)
+    flat = views.flatten(1)
+    assert torch.cdist(flat, flat).fill_diagonal_(1).min() > 1e-3  # no two copies alike
+
+
+def test_copies_of_a_prompt_are_grouped_and_gradients_flow():
+    augment = Augment([], copies=3)
+    images = torch.rand(2, 3, 8, 8, requires_grad=True)
+    views = augment(images)
+    assert torch.equal(views[0], images[0]) and torch.equal(views[2], images[0]) and torch.equal(views[3], images[1])
+    views.sum().backward()
+    assert torch.equal(images.grad, torch.full_like(images, 3.0))
+
+
+def test_reference_pipeline_is_the_default():
+    (affine,) = Augment(copies=13).transforms
+    assert isinstance(affine, K.RandomAffine) and affine.p == 0.5
+    flags = affine.flags
+    assert flags["padding_mode"].name == "BORDER"
+
+
+def test_color_shift_changes_colour_per_image():
+    torch.manual_seed(0)
+    images = torch.full((4, 3, 8, 8), 0.5)
+    shifted = RandomColorShift(shift=0.2, p=1.0)(images)
+    means = shifted.mean(dim=(2, 3))
+    assert not torch.allclose(means[0], means[1])
+    assert torch.equal(RandomColorShift(shift=0.2, p=0.0)(images), images)
