@@ -8,7 +8,7 @@ from clip_inversion.image import PixelImage
 def test_pixel_image_starts_from_each_prompts_own_seed():
     together = PixelImage([1, 2, 3], size=16)()
     alone = PixelImage([2], size=16)()
-    assert together.shape == (3, 3, 16, 16) and 0 <= together.min() and together.max() <= 1
+    assert together.shape == (3, 3, 16, 16) and together.min() >= 0 and together.max() <= 1
     assert torch.equal(together[1], alone[0])
     assert not torch.equal(together[0], together[1])
 
@@ -19,7 +19,7 @@ def test_upsample_makes_a_new_parameter_of_the_new_size():
     image.upsample(16)
     assert image.pixels is not old and image.pixels.shape == (2, 3, 16, 16)
     assert isinstance(image.pixels, torch.nn.Parameter) and image.pixels.requires_grad
-    assert 0 <= image.pixels.min() and image.pixels.max() <= 1
+    assert image.pixels.min() >= 0 and image.pixels.max() <= 1
     # bicubic upsampling keeps the picture: a mean-pool back down is close to the original
     assert torch.allclose(torch.nn.functional.avg_pool2d(image.pixels.detach(), 2), old.detach(), atol=0.2)
 

@@ -16,7 +16,7 @@ def test_world_is_deterministic_for_a_seed():
 def test_world_has_enough_variety():
     world = ShapeWorld()
     images, captions, scenes = world.batch(600, seed=0)
-    assert images.shape == (600, 3, 64, 64) and 0 <= images.min() and images.max() <= 1
+    assert images.shape == (600, 3, 64, 64) and images.min() >= 0 and images.max() <= 1
     assert len(COLOURS) >= 6 and len(SHAPES) >= 5
     assert set(scenes.colour.tolist()) == set(range(6)) and set(scenes.shape.tolist()) == set(range(5))
     assert set(scenes.background.tolist()) == {0, 1, 2}
@@ -25,7 +25,7 @@ def test_world_has_enough_variety():
 
 def test_caption_names_the_drawn_colour_and_shape():
     world = ShapeWorld()
-    images, captions, scenes = world.batch(50, seed=3)
+    _, captions, scenes = world.batch(50, seed=3)
     for caption, c, s in zip(captions, scenes.colour.tolist(), scenes.shape.tolist()):
         assert world.colours[c] in caption and world.shapes[s] in caption
 

@@ -61,7 +61,10 @@ def _outline(vertices: list[tuple[float, float]]) -> Tensor:
 def _regular(n: int, radii: tuple[float, ...], phase: float) -> list[tuple[float, float]]:
     k = n * len(radii)
     return [
-        (radii[j % len(radii)] * math.cos(phase + 2 * math.pi * j / k), radii[j % len(radii)] * math.sin(phase + 2 * math.pi * j / k))
+        (
+            radii[j % len(radii)] * math.cos(phase + 2 * math.pi * j / k),
+            radii[j % len(radii)] * math.sin(phase + 2 * math.pi * j / k),
+        )
         for j in range(k)
     ]
 

@@ -1,0 +1,3 @@
+from clip_inversion.cli import main
+
+main()

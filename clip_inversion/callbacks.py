@@ -1,0 +1,127 @@
+"""Callbacks: the resolution schedule, the image and manifest writer, and TensorBoard progress images."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning import Callback, LightningModule, Trainer
+from torchvision.utils import make_grid
+
+from clip_inversion.data import PromptBatch
+from clip_inversion.rundir import append_records, atomic_save_image, image_stem
+from clip_inversion.strategy import gather_objects
+
+
+class ResolutionSchedule(Callback):
+    """Grow the image at given steps: bicubic upsampling into a new parameter and a fresh optimizer.
+
+    Args:
+        milestones: ``{step: size}``, for example the reference's ``{900: 128, 1800: 224}``; steps count
+            from the start of each batch of prompts, sizes must increase.
+    """
+
+    def __init__(self, milestones: dict[int, int]) -> None:
+        milestones = {int(k): int(v) for k, v in milestones.items()}  # YAML may hand keys over as strings
+        steps = sorted(milestones)
+        sizes = [milestones[s] for s in steps]
+        if any(s <= 0 for s in steps) or any(b <= a for a, b in pairwise(sizes)):
+            raise ValueError(f"resolution milestones must be at positive steps with growing sizes, got {milestones}")
+        self.milestones = dict(zip(steps, sizes))
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        size = self.milestones.get(batch_idx)
+        if size is not None and not batch.skip and pl_module.image.size < size:
+            pl_module.image.upsample(size)
+            trainer.strategy.setup_optimizers(trainer)  # takes effect on this very step
+
+
+class InversionWriter(Callback):
+    """Writes each prompt's final PNG, its snapshots and its ``manifest.jsonl`` line into the run directory.
+
+    The run directory is the trainer's ``default_root_dir``. Layout: ``images/<id>-<prompt>.png``,
+    ``snapshots/<id>-<prompt>/step-<n>.png`` and ``manifest.jsonl``, one JSON object a prompt, appended by
+    rank 0 after every rank has written its images.
+
+    Args:
+        snapshot_steps: steps (counted within a batch, 1-based) at which to save every image.
+    """
+
+    def __init__(self, snapshot_steps: list[int] | None = None) -> None:
+        self.snapshot_steps = set(snapshot_steps or [])
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if trainer.is_global_zero:  # a run killed while writing leaves temporary files: not images
+            for tmp in Path(trainer.default_root_dir).glob("*/**/.tmp-*.png"):
+                tmp.unlink(missing_ok=True)
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: PromptBatch, batch_idx: int
+    ) -> None:
+        step = batch_idx + 1
+        if step in self.snapshot_steps:
+            images = pl_module.image().detach().cpu()
+            for i in _pending(batch):
+                path = Path(trainer.default_root_dir, "snapshots", image_stem(batch.ids[i], batch.prompts[i]))
+                atomic_save_image(images[i], path / f"step-{step:05d}.png")
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        batch: PromptBatch | None = pl_module.prompts
+        if batch is None:  # a skipped epoch: every rank skips it together
+            return
+        run_dir = Path(trainer.default_root_dir)
+        images, cosines = pl_module.image().detach().cpu(), pl_module.cosine().tolist()
+        records = []
+        for i in _pending(batch):
+            path = run_dir / "images" / f"{image_stem(batch.ids[i], batch.prompts[i])}.png"
+            atomic_save_image(images[i], path)
+            records.append(
+                {
+                    "id": batch.ids[i],
+                    "prompt": batch.prompts[i],
+                    "image": path.relative_to(run_dir).as_posix(),
+                    "model": pl_module.clip_spec.label,
+                    "seed": batch.seeds[i],
+                    "steps": pl_module.hparams.steps,
+                    "resolution": images.shape[-1],
+                    "cosine": round(cosines[i], 6),
+                    "tags": batch.tags[i],
+                }
+            )
+        everyone = gather_objects(records)
+        if trainer.is_global_zero:
+            append_records(run_dir, [r for rank in everyone for r in rank])
+
+
+class ProgressImages(Callback):
+    """Every ``every_n_steps`` steps, log a grid of every rank's images and each prompt's cosine to TensorBoard.
+
+    The grids, one tag per batch of prompts, show the progression of the paper's Figure 2.
+    """
+
+    def __init__(self, every_n_steps: int = 50) -> None:
+        self.every_n_steps = every_n_steps
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: PromptBatch, batch_idx: int
+    ) -> None:
+        step = batch_idx + 1
+        if step % self.every_n_steps and step != pl_module.hparams.steps:
+            return
+        with torch.no_grad():
+            images, cosines = pl_module.image().detach().float().cpu(), pl_module.cosine().tolist()
+        mine = [(image_stem(batch.ids[i], batch.prompts[i]), images[i], cosines[i]) for i in _pending(batch)]
+        everyone = [entry for rank in gather_objects(mine) for entry in rank]
+        experiment = getattr(trainer.logger, "experiment", None)
+        if not trainer.is_global_zero or not everyone or not hasattr(experiment, "add_image"):
+            return
+        grid = make_grid(torch.stack([image for _, image, _ in everyone]), nrow=8)
+        experiment.add_image(f"progress/epoch-{trainer.current_epoch:04d}", grid, step)
+        for stem, _, cosine in everyone:
+            experiment.add_scalar(f"cosine/{stem}", cosine, trainer.global_step)
+
+
+def _pending(batch: PromptBatch) -> list[int]:
+    return [i for i, p in enumerate(batch.pending) if p]

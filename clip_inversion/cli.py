@@ -1,0 +1,57 @@
+"""``clip-inversion``: LightningCLI over the inversion module and the prompts, configured by YAML."""
+
+from __future__ import annotations
+
+import warnings
+
+from lightning import LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+from clip_inversion import strategy  # noqa: F401 (registers the "independent_ddp" strategy)
+from clip_inversion.callbacks import InversionWriter
+from clip_inversion.data import PromptDataModule
+from clip_inversion.module import CLIPInversion
+
+# The frozen CLIP stays in eval mode on purpose.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+
+
+class LogConfig(SaveConfigCallback):
+    """Saves ``config.yaml`` in the log directory, as usual, and shows it in TensorBoard's text tab."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        experiment = getattr(trainer.logger, "experiment", None)
+        if hasattr(experiment, "add_text"):
+            text = self.parser.dump(self.config, skip_none=False)
+            experiment.add_text("config", f"```yaml\n{text}\n```")
+
+
+class InversionCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("model.steps", "data.steps")
+        # Always on: a run that writes no images is no use (``--writer.snapshot_steps=[...]``).
+        parser.add_lightning_class_args(InversionWriter, "writer")
+
+
+def run(args: list[str] | None = None) -> InversionCLI:
+    """Run the CLI and return it, trainer and model included (``args`` as on the command line)."""
+    return InversionCLI(
+        CLIPInversion,
+        PromptDataModule,
+        args=args,
+        auto_configure_optimizers=False,
+        save_config_callback=LogConfig,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "default_root_dir": "runs/clip-inversion",
+            "max_epochs": -1,  # the data module sets it to the number of prompt batches
+            "use_distributed_sampler": False,
+            "num_sanity_val_steps": 0,
+            "enable_model_summary": False,
+        },
+    )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``clip-inversion`` and ``python -m clip_inversion``."""
+    run(args)

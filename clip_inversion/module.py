@@ -1,0 +1,143 @@
+"""The LightningModule: wires the frozen CLIP, the image, the augmentations and the objective together.
+
+One epoch inverts one batch of prompts for ``steps`` optimisation steps; the image and the targets are
+made fresh when the epoch's first batch arrives. The image is the only trainable parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from lightning import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+from clip_inversion.augment import Augment
+from clip_inversion.clip import CLIPSpec, FrozenCLIP, load_clip
+from clip_inversion.data import PromptBatch, batch_seed
+from clip_inversion.image import PixelImage
+from clip_inversion.objective import Distance, clip_grad_norm_per_image_, embedding_distance, l1_norm, total_variation
+
+
+def adam(params: Any) -> torch.optim.Optimizer:
+    """The reference optimizer: Adam with learning rate 0.1."""
+    return torch.optim.Adam(params, lr=0.1)
+
+
+class CLIPInversion(LightningModule):
+    """Optimise one image per prompt so that a frozen CLIP embeds its augmented copies near the prompt.
+
+    Args:
+        clip: the CLIP model to invert.
+        steps: optimisation steps per batch of prompts.
+        init_size: side of the images at the start, in pixels (a resolution schedule can grow them).
+        copies: augmented copies of each image per step.
+        augmentations: Kornia augmentations applied to each copy; ``None`` is the reference's random affine,
+            ``[]`` turns augmentation off.
+        distance: ``"l2"`` (the reference's ``||u - v||``) or ``"cosine"`` (``1 - cos``).
+        tv: weight of the four-direction total variation.
+        l1: weight of the L1 norm of the image.
+        grad_clip: largest gradient norm of each image; ``None`` turns clipping off.
+        optimizer: builds the optimizer from the image parameters (default: Adam, lr 0.1).
+        scheduler: builds an optional learning-rate scheduler, stepped every step.
+    """
+
+    def __init__(
+        self,
+        clip: CLIPSpec | None = None,
+        steps: int = 300,
+        init_size: int = 32,
+        copies: int = 8,
+        augmentations: list[nn.Module] | None = None,
+        distance: Distance = "l2",
+        tv: float = 0.005,
+        l1: float = 0.0,
+        grad_clip: float | None = 1.0,
+        optimizer: OptimizerCallable = adam,
+        scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["augmentations", "optimizer", "scheduler"])
+        self.clip_spec = clip or CLIPSpec()
+        self.clip: FrozenCLIP = load_clip(self.clip_spec)
+        self.augment = Augment(augmentations, copies)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.image = PixelImage([], init_size)
+        self.register_buffer("targets", torch.empty(0, 0))
+        self.prompts: PromptBatch | None = None
+        self.strict_loading = False  # checkpoints leave the frozen CLIP out
+
+    def start_batch(self, batch: PromptBatch) -> None:
+        """Fresh images from the prompts' seeds, their text targets, a reseeded RNG and a fresh optimizer."""
+        self.prompts = batch
+        self.image = PixelImage(batch.seeds, self.hparams.init_size).to(self.device)
+        self.targets = self.clip.encode_text(batch.prompts)
+        torch.manual_seed(batch_seed(batch.seeds))  # augmentation draws depend only on the batch
+        self.trainer.strategy.setup_optimizers(self.trainer)
+
+    def on_train_batch_start(self, batch: PromptBatch, batch_idx: int) -> int | None:
+        if batch.skip:  # every prompt of this epoch is already in the manifest
+            self.prompts = None
+            return -1  # Lightning's signal to skip the rest of the epoch
+        if self.prompts is None or self.prompts.ids != batch.ids:
+            self.start_batch(batch)
+        return None
+
+    def per_prompt_loss(self) -> dict[str, Tensor]:
+        """The objective's terms for the current images, each ``(P,)``."""
+        images = self.image()
+        views = self.augment(images)
+        emb = self.clip.encode_image(views).view(len(images), self.augment.copies, -1)
+        terms = {"distance": embedding_distance(emb, self.targets, self.hparams.distance)}
+        if self.hparams.tv:
+            terms["tv"] = total_variation(images)
+        if self.hparams.l1:
+            terms["l1"] = l1_norm(images)
+        terms["loss"] = terms["distance"] + self.hparams.tv * terms.get("tv", 0) + self.hparams.l1 * terms.get("l1", 0)
+        return terms
+
+    def training_step(self, batch: PromptBatch, batch_idx: int) -> Tensor:
+        terms = self.per_prompt_loss()
+        size = len(batch.ids)
+        for name, value in terms.items():
+            self.log(f"train/{name}", value.detach().mean(), batch_size=size, prog_bar=name == "loss")
+        # A sum, not a mean: each prompt's gradient is what it would be alone.
+        return terms["loss"].sum()
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
+        if self.hparams.grad_clip is not None and self.image.pixels.grad is not None:
+            clip_grad_norm_per_image_(self.image.pixels.grad, self.hparams.grad_clip)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.image.project_()
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.image.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    @torch.no_grad()
+    def cosine(self) -> Tensor:
+        """``(P,)`` cosine between each un-augmented image and its prompt, under the inverted model."""
+        return (self.clip.encode_image(self.image()) * self.targets).sum(dim=1)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
+        """The image and the targets; the frozen CLIP is reloaded from its spec, not stored in checkpoints."""
+        state = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", "")
+        return type(state)((k, v) for k, v in state.items() if not k.startswith(f"{prefix}clip."))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["prompts"] = asdict(self.prompts) if self.prompts else None
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Take the checkpoint's shapes (the image may have been upsampled) before its tensors load."""
+        state = checkpoint["state_dict"]
+        self.image.resize_for(state["image.pixels"].shape)
+        self.targets = torch.empty_like(state["targets"])
+        self.prompts = PromptBatch(**checkpoint["prompts"]) if checkpoint.get("prompts") else None

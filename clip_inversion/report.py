@@ -1,0 +1,60 @@
+"""Contact sheets: a run's prompts as rows, their snapshots and final image as columns, labelled."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from clip_inversion.api import read_manifest
+
+
+def contact_sheet(run_dir: str | Path, out: str | Path, cell: int = 96, label_width: int = 150) -> Path:
+    """Draw every prompt of a run as a labelled row: snapshots (oldest first), then the final image.
+
+    Args:
+        run_dir: a finished run directory (``manifest.jsonl``, ``images/``, ``snapshots/``).
+        out: the PNG to write.
+        cell: side of each image in the sheet, in pixels (nearest-neighbour scaled).
+        label_width: width of the prompt column.
+
+    Returns:
+        The path written.
+    """
+    run_dir, out = Path(run_dir), Path(out)
+    rows = []
+    for inversion in read_manifest(run_dir):
+        image_path = run_dir / inversion.record["image"]
+        snapshots = sorted((run_dir / "snapshots" / image_path.stem).glob("step-*.png"))
+        final_step = f"step-{inversion.record['steps']:05d}.png"
+        columns = [(p.stem.removeprefix("step-").lstrip("0") or "0", p) for p in snapshots if p.name != final_step]
+        columns.append(("final", image_path))
+        rows.append((inversion.prompt, columns))
+    width = label_width + cell * max(len(c) for _, c in rows)
+    header = 16
+    sheet = Image.new("RGB", (width, header + cell * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, (title, _) in enumerate(rows[0][1]):
+        draw.text((label_width + j * cell + 4, 2), f"step {title}" if title != "final" else title, fill="black")
+    for i, (prompt, columns) in enumerate(rows):
+        top = header + i * cell
+        draw.text((4, top + cell // 2 - 6), prompt[:24], fill="black")
+        for j, (_, path) in enumerate(columns):
+            tile = Image.open(path).convert("RGB").resize((cell, cell), Image.NEAREST)
+            sheet.paste(tile, (label_width + j * cell, top))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out
+
+
+def main(args: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Draw a labelled contact sheet of an inversion run.")
+    parser.add_argument("run_dir")
+    parser.add_argument("out", help="PNG file to write")
+    ns = parser.parse_args(args)
+    print(contact_sheet(ns.run_dir, ns.out))
+
+
+if __name__ == "__main__":
+    main()

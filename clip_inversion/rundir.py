@@ -1,0 +1,76 @@
+"""The run directory: safe file names, atomic image writes and the ``manifest.jsonl`` of finished prompts.
+
+A prompt is finished when its line is in the manifest; its image is written (through a temporary file
+and a rename) before that line, so a run killed at any moment leaves no half-written file and no line
+without its image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import unicodedata
+from pathlib import Path
+
+from torch import Tensor
+from torchvision.utils import save_image
+
+MANIFEST = "manifest.jsonl"
+
+
+def safe_name(text: str, max_length: int = 60) -> str:
+    """A file-name fragment from any text: lower-case ASCII letters, digits and single dashes, never empty."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:max_length].rstrip("-") or "prompt"
+
+
+def image_stem(prompt_id: str, prompt: str) -> str:
+    """``<id>-<prompt>``: unique because ids are (ids are checked to be safe file names)."""
+    return f"{prompt_id}-{safe_name(prompt)}"
+
+
+def atomic_save_image(image: Tensor, path: Path) -> None:
+    """Write a ``(3, H, W)`` image in [0, 1] as PNG through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
+    os.close(fd)
+    try:
+        save_image(image, tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def append_records(run_dir: Path, records: list[dict]) -> None:
+    """Append manifest lines in one write and make them durable before returning."""
+    if not records:
+        return
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    with open(run_dir / MANIFEST, "a", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_records(run_dir: str | Path) -> list[dict]:
+    """Every complete line of a run's manifest (a line cut short by a crash is ignored)."""
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def finished(run_dir: str | Path) -> set[tuple[str, str]]:
+    """``(id, prompt)`` of every prompt recorded in the manifest whose image exists."""
+    run_dir = Path(run_dir)
+    return {(r["id"], r["prompt"]) for r in read_records(run_dir) if (run_dir / r["image"]).is_file()}

@@ -1,0 +1,43 @@
+"""Several devices and nodes, each rank inverting its own prompts.
+
+Plain DDP would average the image gradients of different prompts across ranks and broadcast rank 0's
+images over everyone else's. :class:`IndependentDDPStrategy` keeps DDP's processes, launcher and process
+group (for barriers, broadcasts and gathers) but never wraps the module, so ranks share no gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
+
+
+class IndependentDDPStrategy(DDPStrategy):
+    """DDP's processes without DDP's gradient averaging: ``--trainer.strategy=independent_ddp``."""
+
+    strategy_name = "independent_ddp"
+
+    def configure_ddp(self) -> None:
+        """Leave the module unwrapped: no gradient all-reduce, no broadcast of rank 0's parameters."""
+
+    def setup_distributed(self) -> None:
+        """Join the process group, unless this is the only process (a laptop, one GPU): then there is none."""
+        if self.num_nodes * self.num_processes > 1:
+            super().setup_distributed()
+        else:
+            self.set_world_ranks()
+
+
+StrategyRegistry.register(
+    IndependentDDPStrategy.strategy_name,
+    IndependentDDPStrategy,
+    description="DDP processes that each invert their own prompts, sharing no gradients",
+)
+
+
+def gather_objects(obj: object) -> list[object]:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` without a process group)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [obj]
+    gathered: list[object] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered

@@ -1,0 +1,134 @@
+"""The user's path: ``clip-inversion fit --config configs/...yaml`` through ``main``."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from clip_inversion.cli import main, run
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+
+
+def test_quickstart_config_runs_end_to_end(tmp_path):
+    faster = tmp_path / "faster.yaml"  # a second config composes with the first: an earlier upsample
+    faster.write_text(
+        "trainer:\n  callbacks:\n"
+        "    - class_path: clip_inversion.callbacks.ResolutionSchedule\n      init_args: {milestones: {4: 48}}\n"
+        "    - class_path: clip_inversion.callbacks.ProgressImages\n      init_args: {every_n_steps: 3}\n"
+    )
+    cli = run(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "quickstart.yaml"),
+            "--config",
+            str(faster),
+            "--model.steps=6",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false",
+            "--data.prompts=[a red circle, a blue star, a green square]",
+            "--data.batch_size=2",
+        ]
+    )
+    assert cli.trainer.global_step == 12  # two batches of prompts, 6 steps each (data.steps follows model.steps)
+    lines = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in lines] == ["a red circle", "a blue star", "a green square"]
+    for record in lines:
+        assert (tmp_path / record["image"]).is_file()
+        assert record["model"] == "toy-subject" and record["steps"] == 6 and record["resolution"] == 48
+        assert -1 <= record["cosine"] <= 1
+    (events,) = (tmp_path / "lightning_logs" / "version_0").glob("events.out.tfevents.*")
+    tags = EventAccumulator(str(events)).Reload().Tags()
+    assert {"progress/epoch-0000", "progress/epoch-0001"} <= set(tags["images"])
+    assert "train/loss" in tags["scalars"] and "cosine/00000-a-red-circle" in tags["scalars"]
+    assert "config" in " ".join(tags["tensors"])  # the config, as text
+
+
+def test_prompts_file_is_read(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# colours\na yellow star\n\nan orange cross\n", encoding="utf-8")
+    main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "quickstart.yaml"),
+            "--model.steps=2",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false",
+            "--data.prompts=null",
+            f"--data.prompts_file={prompts}",
+        ]
+    )
+    lines = (tmp_path / "manifest.jsonl").read_text().splitlines()
+    assert [json.loads(line)["prompt"] for line in lines] == ["a yellow star", "an orange cross"]
+
+
+def print_config(*args: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "clip_inversion", "fit", *args, "--print_config"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return yaml.safe_load(result.stdout)
+
+
+def test_paper_config_resolves_to_the_reference_recipe():
+    config = print_config("--config", str(CONFIGS / "paper.yaml"))
+    model = config["model"]
+    assert model["clip"]["model_name"] == "ViT-B-16" and model["clip"]["pretrained"] == "openai"
+    assert (model["steps"], model["init_size"], model["copies"]) == (3400, 64, 13)
+    assert (model["tv"], model["l1"], model["grad_clip"], model["distance"]) == (0.005, 0.0, 1.0, "l2")
+    assert model["optimizer"]["class_path"] == "torch.optim.Adam" and model["optimizer"]["init_args"]["lr"] == 0.1
+    (affine,) = model["augmentations"]
+    assert affine["class_path"] == "kornia.augmentation.RandomAffine"
+    args = affine["init_args"]
+    assert (args["degrees"], args["translate"], args["scale"], args["p"], args["padding_mode"]) == (
+        30,
+        [0.1, 0.1],
+        [0.7, 1.2],
+        0.5,
+        "border",
+    )
+    (schedule,) = [c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("ResolutionSchedule")]
+    assert {int(k): v for k, v in schedule["init_args"]["milestones"].items()} == {900: 128, 1800: 224}
+
+
+def test_model_can_be_chosen_on_the_command_line():
+    config = print_config(
+        "--config",
+        str(CONFIGS / "quickstart.yaml"),
+        "--model.clip.model_name=ViT-B-16",
+        "--model.clip.pretrained=openai",
+    )
+    assert config["model"]["clip"]["model_name"] == "ViT-B-16" and config["model"]["clip"]["pretrained"] == "openai"
+
+
+@pytest.mark.parametrize("name", ["ViT-B-61", "toy-subjet"])
+def test_unknown_model_suggests_close_names(name):
+    from clip_inversion.clip import CLIPLoadError, CLIPSpec, load_clip
+
+    with pytest.raises(CLIPLoadError, match="Did you mean"):
+        load_clip(CLIPSpec(name))
+
+
+def test_weights_that_cannot_be_downloaded_fail_fast_with_advice(tmp_path, monkeypatch):
+    import clip_inversion.clip as clip
+
+    monkeypatch.setattr(clip, "_hub_reachable", lambda timeout=3.0: False)  # as on a machine without internet
+    with pytest.raises(clip.CLIPLoadError) as error:
+        clip.load_clip(clip.CLIPSpec("RN50", "openai", cache_dir=str(tmp_path)))
+    message = str(error.value)
+    assert "--model.clip.cache_dir" in message and "HF_HUB_OFFLINE" in message and "--model.clip.pretrained" in message
+
+
+def test_unknown_tag_lists_the_known_ones():
+    from clip_inversion.clip import CLIPLoadError, CLIPSpec, load_clip
+
+    with pytest.raises(CLIPLoadError, match="laion2b"):
+        load_clip(CLIPSpec("ViT-B-16", "no-such-tag"))

@@ -1,0 +1,127 @@
+"""The LightningModule: only the image trains, the objective is right, the schedule and resume work."""
+
+import pytest
+import torch
+from lightning import Callback, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from clip_inversion.augment import Augment
+from clip_inversion.callbacks import InversionWriter, ResolutionSchedule
+from clip_inversion.data import PromptDataModule
+from clip_inversion.module import CLIPInversion
+from clip_inversion.objective import embedding_distance, total_variation
+
+PROMPTS = ["a red circle", "a blue star", "a green square"]
+
+
+def make_trainer(tmp_path, callbacks=(), **kwargs) -> Trainer:
+    settings = dict(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        use_distributed_sampler=False,
+    )
+    return Trainer(callbacks=list(callbacks), **{**settings, **kwargs})
+
+
+class Spy(Callback):
+    """Records the optimizer and the image parameter at every step."""
+
+    def __init__(self):
+        self.optimizers, self.images = [], []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.optimizers.append(trainer.optimizers[0])
+        self.images.append(pl_module.image.pixels)
+
+
+def test_only_the_image_trains_and_clip_gets_no_gradient(tmp_path):
+    module = CLIPInversion(steps=3, init_size=16, copies=2)
+    before = {k: v.clone() for k, v in module.clip.state_dict().items()}
+    spy = Spy()
+    make_trainer(tmp_path, [spy]).fit(module, PromptDataModule(PROMPTS, batch_size=3, steps=3))
+    # weights and buffers (batch-norm statistics included) are untouched
+    assert all(torch.equal(before[k], v) for k, v in module.clip.state_dict().items())
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    assert len(trainable) == 1 and trainable[0] is module.image.pixels
+    groups = spy.optimizers[-1].param_groups
+    assert [p for g in groups for p in g["params"]] == [module.image.pixels]
+    assert all(p.grad is None and not p.requires_grad for p in module.clip.parameters())
+    assert not module.clip.training  # the trainer put the module in train mode; the CLIP stayed in eval
+
+
+def test_loss_is_the_objective_computed_by_hand():
+    module = CLIPInversion(init_size=16, copies=3, augmentations=[], tv=0.01, l1=0.001)
+    module.image = type(module.image)([5, 6], 16)
+    module.targets = module.clip.encode_text(PROMPTS[:2])
+    images = module.image().detach()
+    emb = module.clip.encode_image(images).repeat_interleave(3, 0).view(2, 3, -1)  # no augmentation: equal copies
+    cos = (emb[:, 0] * module.targets).sum(1)
+    distance = (2 - 2 * cos).sqrt()
+    assert torch.allclose(embedding_distance(emb, module.targets), distance, atol=1e-5)
+    expected = distance + 0.01 * total_variation(images) + 0.001 * images.abs().flatten(1).sum(1)
+    assert torch.allclose(module.per_prompt_loss()["loss"], expected, atol=1e-5)
+
+
+def test_gradient_reaches_every_pixel_and_prompts_are_independent():
+    module = CLIPInversion(init_size=16, copies=2, augmentations=[], tv=0.0)
+
+    def grad_for(prompts, seeds):
+        module.image = type(module.image)(seeds, 16)
+        module.targets = module.clip.encode_text(prompts)
+        module.per_prompt_loss()["loss"].sum().backward()
+        return module.image.pixels.grad
+
+    together = grad_for(PROMPTS, [1, 2, 3])
+    assert (together != 0).float().mean() == 1.0
+    alone = grad_for(PROMPTS[1:2], [2])
+    assert torch.allclose(together[1], alone[0], atol=1e-6, rtol=1e-4)
+
+
+def test_copies_differ_inside_a_step():
+    module = CLIPInversion(init_size=16, copies=4)  # the reference affine, p = 0.5
+    torch.manual_seed(0)
+    views = module.augment(torch.rand(1, 3, 16, 16))
+    assert len({tuple(v.flatten()[:50].tolist()) for v in views}) > 1
+
+
+def test_upsample_gives_new_parameter_and_fresh_optimizer(tmp_path):
+    module = CLIPInversion(steps=4, init_size=16, copies=2)
+    spy = Spy()
+    trainer = make_trainer(tmp_path, [ResolutionSchedule({2: 32}), spy])
+    trainer.fit(module, PromptDataModule(PROMPTS[:2], batch_size=2, steps=4))
+    sizes = [p.shape[-1] for p in spy.images]
+    assert sizes == [16, 16, 32, 32]  # steps 0, 1 at 16 px; the milestone at step 2 applies to step 2
+    assert spy.images[1] is not spy.images[2] and spy.optimizers[1] is not spy.optimizers[2]
+    assert spy.optimizers[2].param_groups[0]["params"][0] is spy.images[2]
+    assert len(spy.optimizers[2].state[spy.images[2]]) > 0 and spy.optimizers[2].state[spy.images[2]]["step"] == 2
+
+
+def test_resume_from_a_checkpoint_taken_after_an_upsample(tmp_path):
+    data = lambda: PromptDataModule(PROMPTS[:2], batch_size=2, steps=6)  # noqa: E731
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
+    first = make_trainer(tmp_path, [ResolutionSchedule({2: 32}), ckpt], max_steps=4)
+    first.fit(CLIPInversion(steps=6, init_size=16, copies=2), data())
+    (path,) = (tmp_path / "ckpt").glob("*.ckpt")
+    saved = torch.load(path, weights_only=True)
+    assert saved["state_dict"]["image.pixels"].shape == (2, 3, 32, 32)
+    assert not any(k.startswith("clip.") for k in saved["state_dict"])  # the frozen CLIP is not stored
+
+    module = CLIPInversion(steps=6, init_size=16, copies=2)
+    spy = Spy()
+    writer = InversionWriter()
+    trainer = make_trainer(tmp_path / "run", [ResolutionSchedule({2: 32}), spy, writer])
+    trainer.fit(module, data(), ckpt_path=path)
+    assert len(spy.images) == 2  # only the two remaining steps ran
+    assert spy.images[0].shape == (2, 3, 32, 32)
+    assert len((tmp_path / "run" / "manifest.jsonl").read_text().splitlines()) == 2
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="copies"):
+        Augment(copies=0)
+    with pytest.raises(ValueError, match="milestones"):
+        ResolutionSchedule({100: 64, 200: 32})
