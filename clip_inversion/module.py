@@ -1,5 +1,6 @@
 """The LightningModule: wires the frozen CLIP, the image, the augmentations and the objective together.
 
+The CLIP model is loaded in ``configure_model``, so bad prompts fail before a large model loads.
 One epoch inverts one batch of prompts for ``steps`` optimisation steps; the image and the targets are
 made fresh when the epoch's first batch arrives. The image is the only trainable parameter.
 """
@@ -61,13 +62,18 @@ class CLIPInversion(LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["augmentations", "optimizer", "scheduler"])
         self.clip_spec = clip or CLIPSpec()
-        self.clip: FrozenCLIP = load_clip(self.clip_spec)
+        self.clip: FrozenCLIP | None = None  # loaded by configure_model, after the prompts were checked
         self.augment = Augment(augmentations, copies)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.image = PixelImage([], init_size)
         self.register_buffer("targets", torch.empty(0, 0))
         self.prompts: PromptBatch | None = None
         self.strict_loading = False  # checkpoints leave the frozen CLIP out
+
+    def configure_model(self) -> None:
+        """Load the frozen CLIP (Lightning calls this after the data module has read the prompts)."""
+        if self.clip is None:
+            self.clip = load_clip(self.clip_spec).to(self.device)
 
     def start_batch(self, batch: PromptBatch) -> None:
         """Fresh images from the prompts' seeds, their text targets, a reseeded RNG and a fresh optimizer."""

@@ -132,3 +132,14 @@ def test_unknown_tag_lists_the_known_ones():
 
     with pytest.raises(CLIPLoadError, match="laion2b"):
         load_clip(CLIPSpec("ViT-B-16", "no-such-tag"))
+
+
+def test_a_bad_prompts_file_fails_before_the_model_loads(tmp_path, monkeypatch):
+    import clip_inversion.module
+
+    def no_loading(spec):
+        raise AssertionError("the model was loaded before the prompts were checked")
+
+    monkeypatch.setattr(clip_inversion.module, "load_clip", no_loading)
+    with pytest.raises(ValueError, match="not found"):
+        main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), f"--data.prompts_file={tmp_path / 'none.txt'}"])

@@ -40,6 +40,7 @@ class Spy(Callback):
 
 def test_only_the_image_trains_and_clip_gets_no_gradient(tmp_path):
     module = CLIPInversion(steps=3, init_size=16, copies=2)
+    module.configure_model()
     before = {k: v.clone() for k, v in module.clip.state_dict().items()}
     spy = Spy()
     make_trainer(tmp_path, [spy]).fit(module, PromptDataModule(PROMPTS, batch_size=3, steps=3))
@@ -55,6 +56,7 @@ def test_only_the_image_trains_and_clip_gets_no_gradient(tmp_path):
 
 def test_loss_is_the_objective_computed_by_hand():
     module = CLIPInversion(init_size=16, copies=3, augmentations=[], tv=0.01, l1=0.001)
+    module.configure_model()
     module.image = type(module.image)([5, 6], 16)
     module.targets = module.clip.encode_text(PROMPTS[:2])
     images = module.image().detach()
@@ -68,6 +70,7 @@ def test_loss_is_the_objective_computed_by_hand():
 
 def test_gradient_reaches_every_pixel_and_prompts_are_independent():
     module = CLIPInversion(init_size=16, copies=2, augmentations=[], tv=0.0)
+    module.configure_model()
 
     def grad_for(prompts, seeds):
         module.image = type(module.image)(seeds, 16)
