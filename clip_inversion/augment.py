@@ -16,6 +16,8 @@ import kornia.augmentation as K
 import torch
 from torch import Tensor, nn
 
+from clip_inversion.errors import UsageError
+
 
 def reference_augmentations() -> list[nn.Module]:
     """The authors' pipeline: one random affine warp, applied to each copy with probability 0.5."""
@@ -55,7 +57,7 @@ class Augment(nn.Module):
     def __init__(self, transforms: list[nn.Module] | None = None, copies: int = 13) -> None:
         super().__init__()
         if copies < 1:
-            raise ValueError(f"copies must be at least 1, got {copies}")
+            raise UsageError(f"--model.copies must be at least 1, got {copies}")
         self.transforms = nn.Sequential(*(reference_augmentations() if transforms is None else transforms))
         self.copies = copies
 

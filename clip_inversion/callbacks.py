@@ -11,6 +11,7 @@ from lightning import Callback, LightningModule, Trainer
 from torchvision.utils import make_grid
 
 from clip_inversion.data import PromptBatch
+from clip_inversion.errors import UsageError
 from clip_inversion.rundir import append_records, atomic_save_image, image_stem
 from clip_inversion.strategy import gather_objects
 
@@ -28,7 +29,9 @@ class ResolutionSchedule(Callback):
         steps = sorted(milestones)
         sizes = [milestones[s] for s in steps]
         if any(s <= 0 for s in steps) or any(b <= a for a, b in pairwise(sizes)):
-            raise ValueError(f"resolution milestones must be at positive steps with growing sizes, got {milestones}")
+            raise UsageError(
+                f"ResolutionSchedule milestones must be at positive steps with growing sizes: {milestones}"
+            )
         self.milestones = dict(zip(steps, sizes))
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 from lightning import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from clip_inversion import strategy  # noqa: F401 (registers the "independent_ddp" strategy)
 from clip_inversion.callbacks import InversionWriter
 from clip_inversion.data import PromptDataModule
+from clip_inversion.errors import UsageError
 from clip_inversion.module import CLIPInversion
 
 # The frozen CLIP stays in eval mode on purpose.
@@ -53,5 +57,15 @@ def run(args: list[str] | None = None) -> InversionCLI:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``clip-inversion`` and ``python -m clip_inversion``."""
-    run(args)
+    """Entry point of ``clip-inversion`` and ``python -m clip_inversion``.
+
+    Input and settings errors print one line and exit with status 2; set ``CLIP_INVERSION_DEBUG=1`` for
+    the traceback.
+    """
+    try:
+        run(args)
+    except (UsageError, MisconfigurationException) as e:
+        if os.environ.get("CLIP_INVERSION_DEBUG"):
+            raise
+        print(f"clip-inversion: error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(2)

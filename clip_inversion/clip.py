@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clip_inversion.errors import UsageError
 from clip_inversion.toyworld import MODELS, register_model_configs
 
 BUNDLED: dict[str, Path] = {"toy-subject": MODELS / "toy-subject", "toy-judge": MODELS / "toy-judge"}
@@ -33,7 +34,7 @@ BUNDLED: dict[str, Path] = {"toy-subject": MODELS / "toy-subject", "toy-judge": 
 log = logging.getLogger(__name__)
 
 
-class CLIPLoadError(RuntimeError):
+class CLIPLoadError(UsageError):
     """A model could not be loaded; the message says what to change."""
 
 

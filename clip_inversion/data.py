@@ -20,6 +20,7 @@ from pathlib import Path
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Sampler
 
+from clip_inversion.errors import UsageError
 from clip_inversion.rundir import finished
 
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -73,16 +74,16 @@ def read_prompts(path: str | Path, base_seed: int = 0, first: int = 0) -> list[P
     to the prompt's position (counting from ``first``); seeds default to :func:`prompt_seed`.
 
     Raises:
-        ValueError: the file is missing, not UTF-8, malformed or empty; the message names file and line.
+        UsageError: the file is missing, not UTF-8, malformed or empty; the message names file and line.
     """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ValueError(f"prompts file not found: {path} (--data.prompts_file)") from None
+        raise UsageError(f"prompts file not found: {path} (--data.prompts_file)") from None
     except UnicodeDecodeError as e:
         line = path.read_bytes().count(b"\n", 0, e.start) + 1
-        raise ValueError(f"{path}:{line}: not valid UTF-8 (--data.prompts_file)") from None
+        raise UsageError(f"{path}:{line}: not valid UTF-8 (--data.prompts_file)") from None
     if path.suffix == ".jsonl":
         rows = list(_jsonl_rows(path, text))
     elif path.suffix == ".csv":
@@ -94,7 +95,7 @@ def read_prompts(path: str | Path, base_seed: int = 0, first: int = 0) -> list[P
             if line.strip() and not line.lstrip().startswith("#")
         ]
     if not rows:
-        raise ValueError(f"{path} holds no prompt (--data.prompts_file)")
+        raise UsageError(f"{path} holds no prompt (--data.prompts_file)")
     width = max(5, len(str(first + len(rows) - 1)))
     prompts = [_prompt(path, n, row, f"{i:0{width}d}", base_seed) for i, (n, row) in enumerate(rows, first)]
     _check_unique_ids(prompts, str(path))
@@ -108,19 +109,19 @@ def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[int, dict]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            raise UsageError(f"{path}:{n}: not valid JSON ({e.msg})") from None
         if not isinstance(row, dict):
-            raise ValueError(f"{path}:{n}: expected a JSON object with a 'prompt' field")
+            raise UsageError(f"{path}:{n}: expected a JSON object with a 'prompt' field")
         yield n, row
 
 
 def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, dict]]:
     reader = csv.DictReader(text.splitlines())
     if "prompt" not in (reader.fieldnames or []):
-        raise ValueError(f"{path}:1: the CSV header needs a 'prompt' column")
+        raise UsageError(f"{path}:1: the CSV header needs a 'prompt' column")
     for row in reader:
         if None in row or any(v is None for v in row.values()):
-            raise ValueError(f"{path}:{reader.line_num}: expected {len(reader.fieldnames)} columns")
+            raise UsageError(f"{path}:{reader.line_num}: expected {len(reader.fieldnames)} columns")
         if row.get("tags") is not None:
             row["tags"] = [t.strip() for t in row["tags"].split(";") if t.strip()]
         yield reader.line_num, {k: v for k, v in row.items() if v != ""}
@@ -130,20 +131,20 @@ def _prompt(path: Path, line: int, row: dict, default_id: str, base_seed: int) -
     where = f"{path}:{line}"
     unknown = set(row) - {"prompt", "id", "seed", "tags"}
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: prompt, id, seed, tags")
+        raise UsageError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: prompt, id, seed, tags")
     text = row.get("prompt")
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"{where}: empty or missing prompt")
+        raise UsageError(f"{where}: empty or missing prompt")
     prompt_id = str(row.get("id", default_id))
     if not SAFE_ID.fullmatch(prompt_id):
-        raise ValueError(f"{where}: id {prompt_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        raise UsageError(f"{where}: id {prompt_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
     try:
         seed = int(row["seed"]) if "seed" in row else prompt_seed(base_seed, prompt_id)
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: seed {row['seed']!r} is not an integer") from None
+        raise UsageError(f"{where}: seed {row['seed']!r} is not an integer") from None
     tags = row.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise ValueError(f"{where}: tags must be a list of strings")
+        raise UsageError(f"{where}: tags must be a list of strings")
     return Prompt(prompt_id, text.strip(), seed, tags)
 
 
@@ -151,7 +152,7 @@ def _check_unique_ids(prompts: list[Prompt], where: str) -> None:
     seen: set[str] = set()
     for p in prompts:
         if p.id in seen:
-            raise ValueError(f"{where}: id {p.id!r} is used twice")
+            raise UsageError(f"{where}: id {p.id!r} is used twice")
         seen.add(p.id)
 
 
@@ -217,7 +218,7 @@ class PromptDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"--data.batch_size must be at least 1, got {batch_size}")
+            raise UsageError(f"--data.batch_size must be at least 1, got {batch_size}")
         self.prompts, self.prompts_file = prompts, prompts_file
         self.batch_size, self.seed, self.steps = batch_size, seed, steps
         self.batches: list[PromptBatch] = []
@@ -227,12 +228,12 @@ class PromptDataModule(LightningDataModule):
         prompts = []
         for i, text in enumerate(self.prompts or []):
             if not text.strip():
-                raise ValueError(f"prompt {i} of --data.prompts is empty")
+                raise UsageError(f"prompt {i} of --data.prompts is empty")
             prompts.append(Prompt(f"{i:05d}", text.strip(), prompt_seed(self.seed, f"{i:05d}")))
         if self.prompts_file:
             prompts += read_prompts(self.prompts_file, self.seed, first=len(prompts))
         if not prompts:
-            raise ValueError("no prompts: give --data.prompts or --data.prompts_file")
+            raise UsageError("no prompts: give --data.prompts or --data.prompts_file")
         _check_unique_ids(prompts, "--data.prompts and --data.prompts_file")
         return prompts
 

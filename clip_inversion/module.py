@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from clip_inversion.augment import Augment
 from clip_inversion.clip import CLIPSpec, FrozenCLIP, load_clip
 from clip_inversion.data import PromptBatch, batch_seed
+from clip_inversion.errors import UsageError
 from clip_inversion.image import PixelImage
 from clip_inversion.objective import Distance, clip_grad_norm_per_image_, embedding_distance, l1_norm, total_variation
 
@@ -60,6 +61,11 @@ class CLIPInversion(LightningModule):
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
+        for name, value, least in (("steps", steps, 1), ("init_size", init_size, 8), ("tv", tv, 0), ("l1", l1, 0)):
+            if value < least:
+                raise UsageError(f"--model.{name} must be at least {least}, got {value}")
+        if grad_clip is not None and grad_clip <= 0:
+            raise UsageError(f"--model.grad_clip must be positive or null, got {grad_clip}")
         self.save_hyperparameters(ignore=["augmentations", "optimizer", "scheduler"])
         self.clip_spec = clip or CLIPSpec()
         self.clip: FrozenCLIP | None = None  # loaded by configure_model, after the prompts were checked

@@ -142,4 +142,31 @@ def test_a_bad_prompts_file_fails_before_the_model_loads(tmp_path, monkeypatch):
 
     monkeypatch.setattr(clip_inversion.module, "load_clip", no_loading)
     with pytest.raises(ValueError, match="not found"):
-        main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), f"--data.prompts_file={tmp_path / 'none.txt'}"])
+        run(["fit", "--config", str(CONFIGS / "quickstart.yaml"), f"--data.prompts_file={tmp_path / 'none.txt'}"])
+
+
+def test_hf_hub_model_offline_fails_with_advice(monkeypatch, tmp_path):
+    import clip_inversion.clip as clip
+
+    monkeypatch.setattr(clip, "_hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(clip.CLIPLoadError, match="HF_HUB_OFFLINE"):
+        clip.load_clip(clip.CLIPSpec("hf-hub:someone/some-clip", cache_dir=str(tmp_path)))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data.prompts_file=/no/such/file.txt"], "prompts file not found: /no/such/file.txt"),
+        (["--model.clip.model_name=ViT-B-61"], "unknown model name 'ViT-B-61'"),
+        (["--model.steps=0"], "--model.steps must be at least 1"),
+        (["--model.copies=0"], "--model.copies must be at least 1"),
+        (["--data.prompts=[a red star, '  ']"], "prompt 1 of --data.prompts is empty"),
+    ],
+)
+def test_bad_input_prints_one_line_and_exits_2(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), *args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("clip-inversion: error: ") and message in err[-1]
+    assert not any("Traceback" in line for line in err)

@@ -34,6 +34,13 @@ def sweep_args(tmp_path: Path, run_dir: Path, steps: int) -> list[str]:
     ]
 
 
+def clean_env() -> dict[str, str]:
+    """The environment without the rank variables an earlier in-process run of Lightning leaves behind
+    (a child that inherits LOCAL_RANK believes it was launched by a cluster and waits for its peers)."""
+    launched = {"MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "GLOBAL_RANK", "WORLD_SIZE"}
+    return {k: v for k, v in os.environ.items() if k not in launched} | {"PYTHONUNBUFFERED": "1"}
+
+
 def images_of(run_dir: Path) -> dict[str, torch.Tensor]:
     records = [json.loads(line) for line in (run_dir / "manifest.jsonl").read_text().splitlines()]
     ids = [r["id"] for r in records]
@@ -43,9 +50,8 @@ def images_of(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def test_two_processes_invert_every_prompt_once_as_one_process_would(tmp_path):
     args = sweep_args(tmp_path, tmp_path / "two", steps=4)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     subprocess.run(
-        [sys.executable, "-m", "clip_inversion", *args, "--trainer.devices=2"], check=True, env=env, timeout=600
+        [sys.executable, "-m", "clip_inversion", *args, "--trainer.devices=2"], check=True, env=clean_env(), timeout=600
     )
     two = images_of(tmp_path / "two")
     run([*sweep_args(tmp_path, tmp_path / "one", steps=4), "--trainer.devices=1"])
@@ -62,7 +68,9 @@ def test_killed_sweep_resumes_without_redoing_finished_prompts(tmp_path):
     steps = 15
     args = sweep_args(tmp_path, tmp_path / "run", steps=steps)
     manifest = tmp_path / "run" / "manifest.jsonl"
-    process = subprocess.Popen([sys.executable, "-m", "clip_inversion", *args], stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clip_inversion", *args], stdout=subprocess.DEVNULL, env=clean_env()
+    )
     deadline = time.time() + 300
     while time.time() < deadline and (not manifest.exists() or len(manifest.read_text().splitlines()) < 3):
         assert process.poll() is None, "the sweep ended before it could be killed"

@@ -56,3 +56,23 @@ def test_the_same_weights_load_through_every_public_path(tmp_path, subject):
 
 def test_model_configs_are_registered_for_training():
     assert {p.stem for p in MODEL_CONFIGS.glob("*.json")} <= set(open_clip.list_models())
+
+
+def test_mean_std_and_size_come_from_the_model_for_vit_and_resnet_towers(tmp_path):
+    tiny_text = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
+    configs = {
+        "tiny-modified-resnet": {"layers": [1, 1, 1, 1], "width": 8, "image_size": 32, "head_width": 8},
+        "tiny-vit": {"layers": 1, "width": 32, "patch_size": 8, "image_size": 48, "head_width": 16},
+    }
+    for name, vision in configs.items():
+        (tmp_path / f"{name}.json").write_text(
+            json.dumps({"embed_dim": 16, "vision_cfg": vision, "text_cfg": tiny_text})
+        )
+    open_clip.add_model_config(tmp_path)
+    resnet = load_clip(CLIPSpec("tiny-modified-resnet"))  # ModifiedResNet keeps image_size as an int
+    vit = load_clip(CLIPSpec("tiny-vit", image_mean=(0.5, 0.5, 0.5), image_std=(0.2, 0.2, 0.2)))
+    assert resnet.image_size == (32, 32) and vit.image_size == (48, 48)
+    assert torch.allclose(resnet.mean.flatten(), torch.tensor(open_clip.OPENAI_DATASET_MEAN))
+    assert torch.allclose(vit.std.flatten(), torch.tensor([0.2, 0.2, 0.2]))
+    images = torch.rand(2, 3, 64, 64)  # any size: resized to each model's own
+    assert resnet.encode_image(images).shape == (2, 16) and vit.encode_image(images).shape == (2, 16)

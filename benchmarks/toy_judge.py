@@ -1,0 +1,67 @@
+"""Invert every colour-shape caption of the toy world and score the images with the toy judge.
+
+    python benchmarks/toy_judge.py --seeds 0 1 2                       # quickstart settings
+    python benchmarks/toy_judge.py --seeds 0 1 2 -- --model.tv=0.005   # any CLI override after --
+
+Prints one Markdown row: the judge's zero-shot accuracy among the world's 30 captions (colour; colour and
+shape), the judge's and the subject's mean cosine to the prompt, as mean (min-max) over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from clip_inversion.cli import run
+from clip_inversion.toyworld.evaluate import judge_run
+
+ROOT = Path(__file__).parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "quickstart.yaml"))
+    parser.add_argument("overrides", nargs="*", help="CLI arguments for clip-inversion, after --")
+    args = parser.parse_args()
+    scores, seconds = [], []
+    for seed in args.seeds:
+        with tempfile.TemporaryDirectory() as run_dir:
+            start = time.perf_counter()
+            run(
+                [
+                    "fit",
+                    "--config",
+                    args.config,
+                    "--data.prompts=null",
+                    f"--data.prompts_file={ROOT / 'configs' / 'prompts' / 'toy-world.txt'}",
+                    "--data.batch_size=15",
+                    f"--data.seed={seed}",
+                    f"--trainer.default_root_dir={run_dir}",
+                    "--trainer.enable_progress_bar=false",
+                    "--trainer.logger=false",
+                    "--trainer.enable_checkpointing=false",
+                    *args.overrides,
+                ]
+            )
+            seconds.append(time.perf_counter() - start)
+            scores.append(judge_run(run_dir))
+
+    def cell(key: str, percent: bool) -> str:
+        values = [s[key] * (100 if percent else 1) for s in scores]
+        fmt = "{:.0f}" if percent else "{:.2f}"
+        spread = f" ({fmt.format(min(values))}-{fmt.format(max(values))})" if len(values) > 1 else ""
+        return fmt.format(statistics.mean(values)) + ("%" if percent else "") + spread
+
+    overrides = " ".join(args.overrides) or "quickstart settings"
+    print(
+        f"| {overrides} | {cell('colour', True)} | {cell('caption', True)} | {cell('judge_cosine', False)} "
+        f"| {cell('subject_cosine', False)} | {len(args.seeds)} | {statistics.mean(seconds):.0f} s |"
+    )
+
+
+if __name__ == "__main__":
+    main()
