@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torchvision.utils import make_grid
 
 from clip_inversion.data import PromptBatch
@@ -54,6 +55,7 @@ class InversionWriter(Callback):
 
     def __init__(self, snapshot_steps: list[int] | None = None) -> None:
         self.snapshot_steps = set(snapshot_steps or [])
+        self.last_step = 0  # the last step of the current batch that completed
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if trainer.is_global_zero:  # a run killed while writing leaves temporary files: not images
@@ -63,7 +65,7 @@ class InversionWriter(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: PromptBatch, batch_idx: int
     ) -> None:
-        step = batch_idx + 1
+        step = self.last_step = batch_idx + 1
         if step in self.snapshot_steps:
             images = pl_module.image().detach().cpu()
             for i in _pending(batch):
@@ -72,7 +74,10 @@ class InversionWriter(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         batch: PromptBatch | None = pl_module.prompts
-        if batch is None:  # a skipped epoch: every rank skips it together
+        finished, self.last_step = self.last_step == pl_module.hparams.steps, 0
+        # Nothing to write for a skipped epoch, or for a batch cut short (max_steps, a stop signal): its
+        # prompts stay unfinished and are redone or resumed from a checkpoint. Both hold on every rank alike.
+        if batch is None or not finished:
             return
         run_dir = Path(trainer.default_root_dir)
         images, cosines = pl_module.image().detach().cpu(), pl_module.cosine().tolist()
@@ -124,6 +129,30 @@ class ProgressImages(Callback):
         experiment.add_image(f"progress/epoch-{trainer.current_epoch:04d}", grid, step)
         for stem, _, cosine in everyone:
             experiment.add_scalar(f"cosine/{stem}", cosine, trainer.global_step)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` every ``every_n_train_steps`` steps in ``<run dir>/checkpoints``, the same folder for every
+    rerun of a command, so ``--ckpt_path=last`` resumes mid-batch (image, resolution, optimizer and all).
+
+    Args:
+        every_n_train_steps: steps between checkpoints.
+    """
+
+    def __init__(self, every_n_train_steps: int = 100) -> None:
+        super().__init__(every_n_train_steps=every_n_train_steps, save_last=True, save_top_k=0)
+
+    def _run_dir_checkpoints(self, trainer: Trainer) -> None:
+        if self.dirpath is None:
+            self.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._run_dir_checkpoints(trainer)
+        super().setup(trainer, pl_module, stage)
+
+    def _find_last_checkpoints(self, trainer: Trainer) -> set[str]:  # what --ckpt_path=last looks for
+        self._run_dir_checkpoints(trainer)
+        return super()._find_last_checkpoints(trainer)
 
 
 def _pending(batch: PromptBatch) -> list[int]:

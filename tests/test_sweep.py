@@ -87,3 +87,23 @@ def test_killed_sweep_resumes_without_redoing_finished_prompts(tmp_path):
     assert cli.trainer.global_step == steps * remaining_batches  # finished prompts were not recomputed
     leftovers = [p for p in (tmp_path / "run").rglob("*") if p.name.startswith(".tmp-")]
     assert not leftovers
+
+
+def test_ckpt_path_last_resumes_in_the_middle_of_a_batch(tmp_path):
+    run_dir = tmp_path / "run"
+    often = tmp_path / "often.yaml"
+    often.write_text(
+        "trainer:\n  callbacks:\n    - class_path: clip_inversion.callbacks.RunCheckpoint\n"
+        "      init_args: {every_n_train_steps: 5}\n"
+    )
+    args = [*sweep_args(tmp_path, run_dir, steps=8), "--config", str(often), "--data.prompts_file=null"]
+    args.append("--data.prompts=[a red star, a blue cross]")
+    interrupted = run([*args, "--trainer.max_steps=6"])  # as if preempted during step 7
+    assert interrupted.trainer.global_step == 6 and not (run_dir / "manifest.jsonl").exists()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 5
+
+    resumed = run([*args, "--ckpt_path=last"])
+    assert Path(resumed.trainer.ckpt_path) == last  # found in the run directory, not a new version folder
+    assert resumed.trainer.global_step == 8
+    assert len(images_of(run_dir)) == 2
