@@ -35,6 +35,13 @@ class InversionCLI(LightningCLI):
         parser.link_arguments("model.steps", "data.steps")
         # Always on: a run that writes no images is no use (``--writer.snapshot_steps=[...]``).
         parser.add_lightning_class_args(InversionWriter, "writer")
+        # A config may also describe a model sweep, which clip-inversion-sweep runs (see sweep.py).
+        parser.add_argument("--sweep.models", type=list[str] | None, default=None, help="NAME or NAME@TAG each")
+        parser.add_argument("--sweep.root", type=str, default="runs/models", help="parent of the model runs")
+
+    def before_instantiate_classes(self) -> None:
+        if self.config[self.subcommand].sweep.models:
+            raise UsageError("this config describes a model sweep (sweep.models): run it with clip-inversion-sweep")
 
 
 def run(args: list[str] | None = None) -> InversionCLI:

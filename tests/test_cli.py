@@ -170,3 +170,14 @@ def test_bad_input_prints_one_line_and_exits_2(args, message, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("clip-inversion: error: ") and message in err[-1]
     assert not any("Traceback" in line for line in err)
+
+
+def test_shipped_sweep_configs_name_real_models_and_tags():
+    import open_clip
+
+    from clip_inversion.clip import BUNDLED
+
+    for path in (CONFIGS / "sweeps").glob("*.yaml"):
+        for model in yaml.safe_load(path.read_text())["sweep"]["models"]:
+            name, _, tag = model.partition("@")
+            assert name in BUNDLED or tag in open_clip.list_pretrained_tags_by_model(name), (path.name, model)

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from torchvision.io import decode_image
 
@@ -107,3 +108,22 @@ def test_ckpt_path_last_resumes_in_the_middle_of_a_batch(tmp_path):
     assert Path(resumed.trainer.ckpt_path) == last  # found in the run directory, not a new version folder
     assert resumed.trainer.global_step == 8
     assert len(images_of(run_dir)) == 2
+
+
+def test_model_sweep_from_one_config_groups_outputs_by_model(tmp_path, capsys):
+    from clip_inversion.sweep import main as sweep
+
+    sweep_config = tmp_path / "sweep.yaml"
+    sweep_config.write_text(f"sweep:\n  models: [toy-subject, toy-judge]\n  root: {tmp_path / 'models'}\n")
+    common = ["--config", str(CONFIGS / "quickstart.yaml"), "--config", str(sweep_config)]
+    run_dirs = sweep([*common, "--model.steps=2", "--data.prompts=[a red star]", "--trainer.enable_progress_bar=false"])
+    assert set(run_dirs) == {"toy-subject", "toy-judge"}
+    for model, run_dir in run_dirs.items():
+        (record,) = [json.loads(line) for line in (run_dir / "manifest.jsonl").read_text().splitlines()]
+        assert record["model"] == model and (run_dir / record["image"]).is_file()
+    # the same config with plain fit is refused rather than silently inverting one model
+    from clip_inversion.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", *common])
+    assert exit_.value.code == 2 and "clip-inversion-sweep" in capsys.readouterr().err

@@ -1,0 +1,65 @@
+"""Model sweeps: the same prompts and settings through several CLIP models, outputs grouped by model.
+
+A config describes the sweep in a ``sweep`` section next to the usual ones::
+
+    sweep:
+      models: [toy-subject, toy-judge, ViT-B-16@openai, ViT-B-16@laion2b_s34b_b88k]
+      root: runs/models
+
+and ``clip-inversion-sweep --config that.yaml`` runs ``clip-inversion fit`` once per model (``NAME`` or
+``NAME@TAG_OR_FILE``) into ``ROOT/<model>/``, each with its own images, manifest and TensorBoard logs.
+Every other option is passed on to ``fit``; ``--sweep.models`` and ``--sweep.root`` override the config.
+Rerunning the command resumes the sweep: finished prompts are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+from clip_inversion.cli import main as fit
+from clip_inversion.rundir import safe_name
+
+
+def model_args(model: str) -> list[str]:
+    """``NAME`` or ``NAME@TAG_OR_FILE`` -> the ``--model.clip`` options that choose it."""
+    name, _, pretrained = model.partition("@")
+    return [f"--model.clip.model_name={name}", f"--model.clip.pretrained={pretrained or 'null'}"]
+
+
+def model_dir(root: str | Path, model: str) -> Path:
+    """The run directory of one model of a sweep."""
+    return Path(root) / safe_name(model.replace("@", "-"), max_length=80)
+
+
+def main(args: list[str] | None = None) -> dict[str, Path]:
+    """Entry point of ``clip-inversion-sweep``; returns each model's run directory."""
+    parser = argparse.ArgumentParser(description="Invert the same prompts with each model of a sweep.")
+    parser.add_argument("--config", action="append", default=[], help="YAML configs, as for clip-inversion fit")
+    parser.add_argument("--sweep.models", dest="models", nargs="+", help="NAME or NAME@TAG_OR_FILE, one a model")
+    parser.add_argument("--sweep.root", dest="root", help="parent of the model run directories")
+    ns, rest = parser.parse_known_args(args)
+    sweep = {"models": None, "root": "runs/models"}
+    for path in ns.config:
+        try:
+            section = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("sweep") or {}
+        except (OSError, yaml.YAMLError) as e:
+            parser.error(f"cannot read config {path}: {e}")
+        sweep.update({k: v for k, v in section.items() if v is not None})
+    sweep.update({k: v for k, v in (("models", ns.models), ("root", ns.root)) if v is not None})
+    if not sweep["models"]:
+        parser.error("no models: give sweep.models in a config or --sweep.models")
+    configs = [a for path in ns.config for a in ("--config", path)]
+    run_dirs = {}
+    for model in sweep["models"]:
+        run_dirs[model] = model_dir(sweep["root"], model)
+        chosen = [*model_args(model), f"--trainer.default_root_dir={run_dirs[model]}"]
+        fit(["fit", *configs, *rest, "--sweep.models=null", *chosen])
+        print(f"{model}: {run_dirs[model]}", flush=True)
+    return run_dirs
+
+
+if __name__ == "__main__":
+    main()
