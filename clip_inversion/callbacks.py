@@ -45,8 +45,8 @@ class ResolutionSchedule(Callback):
 class InversionWriter(Callback):
     """Writes each prompt's final PNG, its snapshots and its ``manifest.jsonl`` line into the run directory.
 
-    The run directory is the trainer's ``default_root_dir``. Layout: ``images/<id>-<prompt>.png``,
-    ``snapshots/<id>-<prompt>/step-<n>.png`` and ``manifest.jsonl``, one JSON object a prompt, appended by
+    The run directory is the trainer's ``default_root_dir``. Layout: ``images/<id>_<prompt>.png``,
+    ``snapshots/<id>_<prompt>/step-<n>.png`` and ``manifest.jsonl``, one JSON object a prompt, appended by
     rank 0 after every rank has written its images.
 
     Args:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import pickle
 import socket
 import warnings
 from collections.abc import Iterator
@@ -176,6 +177,11 @@ def _create(name: str, pretrained: str | None, kwargs: dict) -> nn.Module:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*QuickGELU.*")
             return open_clip.create_model(name, pretrained=pretrained, weights_only=True, **kwargs)
+    except pickle.UnpicklingError as e:
+        raise CLIPLoadError(
+            f"refused to load {pretrained}: it is not plain weights (a pickle that could run code); "
+            "use a .safetensors file or a checkpoint saved with torch.save(state_dict)"
+        ) from e
     except (RuntimeError, ValueError, OSError, KeyError) as e:
         what = f"{name} + {pretrained}" if pretrained else name
         raise CLIPLoadError(f"could not load {what}: {_first_line(e)}") from e

@@ -28,8 +28,8 @@ def safe_name(text: str, max_length: int = 60) -> str:
 
 
 def image_stem(prompt_id: str, prompt: str) -> str:
-    """``<id>-<prompt>``: unique because ids are (ids are checked to be safe file names)."""
-    return f"{prompt_id}-{safe_name(prompt)}"
+    """``<id>_<prompt>``, unique for unique ids: the slug has no ``_``, so the last one splits the two."""
+    return f"{prompt_id}_{safe_name(prompt)}"
 
 
 def atomic_save_image(image: Tensor, path: Path) -> None:
