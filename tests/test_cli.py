@@ -181,3 +181,30 @@ def test_shipped_sweep_configs_name_real_models_and_tags():
         for model in yaml.safe_load(path.read_text())["sweep"]["models"]:
             name, _, tag = model.partition("@")
             assert name in BUNDLED or tag in open_clip.list_pretrained_tags_by_model(name), (path.name, model)
+
+
+def test_every_augmentation_can_be_switched_on_from_yaml(tmp_path):
+    cli = run(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "quickstart.yaml"),
+            "--config",
+            str(CONFIGS / "augment" / "all.yaml"),
+            "--model.steps=2",
+            "--data.prompts=[a red star]",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    names = [type(t).__name__ for t in cli.model.augment.transforms]
+    assert names == [
+        "RandomAffine",
+        "RandomResizedCrop",
+        "RandomHorizontalFlip",
+        "ColorJitter",
+        "RandomColorShift",
+        "RandomGaussianNoise",
+    ]
+    assert [t.p for t in cli.model.augment.transforms] == [0.5, 1.0, 0.5, 0.5, 0.5, 0.5]
+    assert (tmp_path / "manifest.jsonl").is_file()

@@ -128,3 +128,21 @@ def test_bad_settings_are_refused():
         Augment(copies=0)
     with pytest.raises(ValueError, match="milestones"):
         ResolutionSchedule({100: 64, 200: 32})
+
+
+def test_an_injected_scheduler_steps_every_step_and_restarts_with_the_optimizer(tmp_path):
+    def halve(optimizer):
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+
+    class LearningRates(Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            self.seen.append(optimizer.param_groups[0]["lr"])
+
+    module = CLIPInversion(steps=4, init_size=16, copies=2, scheduler=halve)
+    lrs = LearningRates()
+    trainer = make_trainer(tmp_path, [ResolutionSchedule({2: 32}), lrs])
+    trainer.fit(module, PromptDataModule(PROMPTS[:1], batch_size=1, steps=4))
+    assert lrs.seen == [0.1, 0.05, 0.1, 0.05]  # halved after each step, fresh after the upsample at step 2

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchvision.io import decode_image
 
 from clip_inversion.cli import run
+from clip_inversion.rundir import safe_name
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 PROMPTS = [f"a {c} {s}" for c in ("red", "blue", "green", "yellow") for s in ("star", "circle", "cross")]
@@ -61,8 +63,9 @@ def test_two_processes_invert_every_prompt_once_as_one_process_would(tmp_path):
     for prompt_id, image in one.items():
         # Same seeds, same batches: the same image up to PNG rounding (documented in docs/scaling.md).
         assert (two[prompt_id] - image).abs().max() <= 2 / 255, prompt_id
-    events = list((tmp_path / "two" / "lightning_logs").rglob("events.out.tfevents.*"))
-    assert len(events) == 1  # rank 0 logs for everyone
+    (events,) = (tmp_path / "two" / "lightning_logs").rglob("events.out.tfevents.*")  # rank 0 logs for everyone
+    scalars = EventAccumulator(str(events)).Reload().Tags()["scalars"]
+    assert {f"cosine/{i}" for i in (f"{n:05d}_{safe_name(p)}" for n, p in enumerate(PROMPTS))} <= set(scalars)
 
 
 def test_killed_sweep_resumes_without_redoing_finished_prompts(tmp_path):
