@@ -61,6 +61,17 @@ class Augment(nn.Module):
         self.transforms = nn.Sequential(*(reference_augmentations() if transforms is None else transforms))
         self.copies = copies
 
-    def forward(self, images: Tensor) -> Tensor:
-        """``(P, 3, H, W) -> (P * copies, 3, H, W)``, the copies of image ``p`` at rows ``p * copies + c``."""
-        return self.transforms(images.repeat_interleave(self.copies, dim=0))
+    def forward(self, images: Tensor, seeds: list[int] | None = None) -> Tensor:
+        """``(P, 3, H, W) -> (P * copies, 3, H, W)``, the copies of image ``p`` at rows ``p * copies + c``.
+
+        With ``seeds`` (one a prompt), each prompt's copies are drawn from the global RNG seeded with its own
+        seed, so a prompt sees the same augmentations whatever batch it is in; without, one draw for all.
+        """
+        views = images.repeat_interleave(self.copies, dim=0)
+        if seeds is None:
+            return self.transforms(views)
+        drawn = []
+        for p, seed in enumerate(seeds):
+            torch.manual_seed(seed)
+            drawn.append(self.transforms(views[p * self.copies : (p + 1) * self.copies]))
+        return torch.cat(drawn)

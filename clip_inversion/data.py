@@ -61,9 +61,9 @@ def prompt_seed(base_seed: int, prompt_id: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def batch_seed(seeds: list[int]) -> int:
-    """One seed for a batch's random augmentations, from its prompts' seeds."""
-    return int.from_bytes(hashlib.sha256(repr(seeds).encode()).digest()[:4], "little")
+def step_seed(prompt_seed: int, step: int) -> int:
+    """The seed of one prompt's augmentation draws at one step: the same in any batch, on any rank."""
+    return (prompt_seed * 6_364_136_223_846_793_005 + step) % 2**63
 
 
 def read_prompts(path: str | Path, base_seed: int = 0, first: int = 0) -> list[Prompt]:

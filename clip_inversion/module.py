@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from clip_inversion.augment import Augment
 from clip_inversion.clip import CLIPSpec, FrozenCLIP, load_clip
-from clip_inversion.data import PromptBatch, batch_seed
+from clip_inversion.data import PromptBatch, step_seed
 from clip_inversion.errors import UsageError
 from clip_inversion.image import PixelImage
 from clip_inversion.objective import Distance, clip_grad_norm_per_image_, embedding_distance, l1_norm, total_variation
@@ -86,7 +86,6 @@ class CLIPInversion(LightningModule):
         self.prompts = batch
         self.image = PixelImage(batch.seeds, self.hparams.init_size).to(self.device)
         self.targets = self.clip.encode_text(batch.prompts)
-        torch.manual_seed(batch_seed(batch.seeds))  # augmentation draws depend only on the batch
         self.trainer.strategy.setup_optimizers(self.trainer)
 
     def on_train_batch_start(self, batch: PromptBatch, batch_idx: int) -> int | None:
@@ -97,10 +96,10 @@ class CLIPInversion(LightningModule):
             self.start_batch(batch)
         return None
 
-    def per_prompt_loss(self) -> dict[str, Tensor]:
-        """The objective's terms for the current images, each ``(P,)``."""
+    def per_prompt_loss(self, seeds: list[int] | None = None) -> dict[str, Tensor]:
+        """The objective's terms for the current images, each ``(P,)``; ``seeds`` seed each prompt's copies."""
         images = self.image()
-        views = self.augment(images)
+        views = self.augment(images, seeds)
         emb = self.clip.encode_image(views).view(len(images), self.augment.copies, -1)
         terms = {"distance": embedding_distance(emb, self.targets, self.hparams.distance)}
         if self.hparams.tv:
@@ -111,7 +110,8 @@ class CLIPInversion(LightningModule):
         return terms
 
     def training_step(self, batch: PromptBatch, batch_idx: int) -> Tensor:
-        terms = self.per_prompt_loss()
+        # Each prompt's augmentations come from its own seed and the step: a prompt rerun alone sees the same.
+        terms = self.per_prompt_loss([step_seed(seed, batch_idx) for seed in batch.seeds])
         size = len(batch.ids)
         for name, value in terms.items():
             self.log(f"train/{name}", value.detach().mean(), batch_size=size, prog_bar=name == "loss")
