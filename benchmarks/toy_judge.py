@@ -43,7 +43,6 @@ def main() -> None:
                     f"--trainer.default_root_dir={run_dir}",
                     "--trainer.enable_progress_bar=false",
                     "--trainer.logger=false",
-                    "--trainer.enable_checkpointing=false",
                     *args.overrides,
                 ]
             )
