@@ -82,7 +82,7 @@ class CLIPInversion(LightningModule):
             self.clip = load_clip(self.clip_spec).to(self.device)
 
     def start_batch(self, batch: PromptBatch) -> None:
-        """Fresh images from the prompts' seeds, their text targets, a reseeded RNG and a fresh optimizer."""
+        """Fresh images from the prompts' seeds, their text targets (encoded once) and a fresh optimizer."""
         self.prompts = batch
         self.image = PixelImage(batch.seeds, self.hparams.init_size).to(self.device)
         self.targets = self.clip.encode_text(batch.prompts)
