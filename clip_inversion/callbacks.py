@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import math
+import warnings
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -13,8 +16,11 @@ from torchvision.utils import make_grid
 
 from clip_inversion.data import PromptBatch
 from clip_inversion.errors import UsageError
-from clip_inversion.rundir import append_records, atomic_save_image, image_stem
+from clip_inversion.image import MAX_SIZE
+from clip_inversion.rundir import append_records, atomic_save_image, check_writable, image_stem
 from clip_inversion.strategy import gather_objects
+
+log = logging.getLogger(__name__)
 
 
 class ResolutionSchedule(Callback):
@@ -27,13 +33,28 @@ class ResolutionSchedule(Callback):
 
     def __init__(self, milestones: dict[int, int]) -> None:
         milestones = {int(k): int(v) for k, v in milestones.items()}  # YAML may hand keys over as strings
-        steps = sorted(milestones)
-        sizes = [milestones[s] for s in steps]
-        if any(s <= 0 for s in steps) or any(b <= a for a, b in pairwise(sizes)):
+        self.milestones = dict(sorted(milestones.items()))
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Check the schedule, and against the module's settings, before any model loads."""
+        steps, sizes = list(self.milestones), list(self.milestones.values())
+        if any(s <= 0 for s in steps) or any(b <= a for a, b in pairwise(sizes)) or max(sizes, default=0) > MAX_SIZE:
             raise UsageError(
-                f"ResolutionSchedule milestones must be at positive steps with growing sizes: {milestones}"
+                f"ResolutionSchedule milestones must be at positive steps with growing sizes of at most {MAX_SIZE} "
+                f"pixels: {self.milestones}"
             )
-        self.milestones = dict(zip(steps, sizes))
+        last_step, init_size = pl_module.hparams.steps, pl_module.hparams.init_size
+        late = [s for s in steps if s >= last_step]
+        if late:  # a shortened run (--model.steps=N for a quick look) is fine: those sizes are never reached
+            warnings.warn(
+                f"ResolutionSchedule milestones at steps {late} come after the last step (--model.steps={last_step}) "
+                "and never happen",
+                stacklevel=2,
+            )
+        if sizes and sizes[0] <= init_size:
+            raise UsageError(
+                f"ResolutionSchedule sizes must be larger than --model.init_size={init_size}: {self.milestones}"
+            )
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         size = self.milestones.get(batch_idx)
@@ -58,6 +79,7 @@ class InversionWriter(Callback):
         self.last_step = 0  # the last step of the current batch that completed
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        check_writable(trainer.default_root_dir)  # every rank writes its own images
         if trainer.is_global_zero:  # a run killed while writing leaves temporary files: not images
             for tmp in Path(trainer.default_root_dir).glob("*/**/.tmp-*.png"):
                 tmp.unlink(missing_ok=True)
@@ -81,10 +103,18 @@ class InversionWriter(Callback):
             return
         run_dir = Path(trainer.default_root_dir)
         images, cosines = pl_module.image().detach().cpu(), pl_module.cosine().tolist()
+        nonfinite = pl_module.nonfinite_step.tolist()
         records = []
         for i in _pending(batch):
             path = run_dir / "images" / f"{image_stem(batch.ids[i], batch.prompts[i])}.png"
             atomic_save_image(images[i], path)
+            if nonfinite[i] >= 0:
+                log.warning(
+                    "prompt %s (%r): the loss was not finite at step %d; its image is the last with a finite loss",
+                    batch.ids[i],
+                    batch.prompts[i],
+                    nonfinite[i],
+                )
             records.append(
                 {
                     "id": batch.ids[i],
@@ -94,8 +124,9 @@ class InversionWriter(Callback):
                     "seed": batch.seeds[i],
                     "steps": pl_module.hparams.steps,
                     "resolution": images.shape[-1],
-                    "cosine": round(cosines[i], 6),
+                    "cosine": round(cosines[i], 6) if math.isfinite(cosines[i]) else None,
                     "tags": batch.tags[i],
+                    "nonfinite_step": nonfinite[i] if nonfinite[i] >= 0 else None,
                 }
             )
         everyone = gather_objects(records)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import warnings
+from pathlib import Path
+from typing import Any
 
+import torch
+from jsonargparse import ArgumentError
 from lightning import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -13,7 +18,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from clip_inversion import strategy  # noqa: F401 (registers the "independent_ddp" strategy)
 from clip_inversion.callbacks import InversionWriter
 from clip_inversion.data import PromptDataModule
-from clip_inversion.errors import UsageError
+from clip_inversion.errors import UsageError, describe_load_error
 from clip_inversion.module import CLIPInversion
 
 # The frozen CLIP stays in eval mode on purpose.
@@ -39,9 +44,37 @@ class InversionCLI(LightningCLI):
         parser.add_argument("--sweep.models", type=list[str] | None, default=None, help="NAME or NAME@TAG each")
         parser.add_argument("--sweep.root", type=str, default="runs/models", help="parent of the model runs")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand and self.config[subcommand].get("ckpt_path") not in (None, "last", "hpc", "best", "registry"):
+            check_checkpoint(self.config[subcommand].ckpt_path)  # before Lightning reads its hyperparameters
+
     def before_instantiate_classes(self) -> None:
         if self.config[self.subcommand].sweep.models:
             raise UsageError("this config describes a model sweep (sweep.models): run it with clip-inversion-sweep")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError, RuntimeError) as e:  # accelerator, devices, strategy
+            raise UsageError(f"{e} (--trainer.accelerator, --trainer.devices, --trainer.strategy)") from e
+
+
+def check_checkpoint(path: str) -> None:
+    """Refuse a ``--ckpt_path`` that is missing, unreadable, would run code, or holds no inversion.
+
+    Raises:
+        UsageError: the message names the file and what is wrong with it.
+    """
+    if not Path(path).is_file():
+        raise UsageError(f"--ckpt_path={path}: no such file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a damaged or malicious file
+        raise UsageError(f"--ckpt_path={path}: {describe_load_error(e)}") from e
+    if not isinstance(checkpoint, dict) or "image.pixels" not in checkpoint.get("state_dict", {}):
+        raise UsageError(f"--ckpt_path={path}: not a clip-inversion checkpoint (no image in its state_dict)")
 
 
 def run(args: list[str] | None = None) -> InversionCLI:
@@ -53,6 +86,7 @@ def run(args: list[str] | None = None) -> InversionCLI:
         auto_configure_optimizers=False,
         save_config_callback=LogConfig,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"exit_on_error": False, "fit": {"exit_on_error": False}},
         trainer_defaults={
             "default_root_dir": "runs/clip-inversion",
             "max_epochs": -1,  # the data module sets it to the number of prompt batches
@@ -66,13 +100,27 @@ def run(args: list[str] | None = None) -> InversionCLI:
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``clip-inversion`` and ``python -m clip_inversion``.
 
-    Input and settings errors print one line and exit with status 2; set ``CLIP_INVERSION_DEBUG=1`` for
-    the traceback.
+    Input and settings errors, and a disk that cannot be written, print one line and exit with status 2;
+    set ``CLIP_INVERSION_DEBUG=1`` for the traceback. Everything finished before an error stays on disk.
     """
     try:
         run(args)
     except (UsageError, MisconfigurationException) as e:
-        if os.environ.get("CLIP_INVERSION_DEBUG"):
+        _fail(str(e), e)
+    except ArgumentError as e:  # jsonargparse: an unknown option, a value of the wrong type, a missing config
+        _fail(f"{e} (clip-inversion fit --help lists the options)", e)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOTDIR):
             raise
-        print(f"clip-inversion: error: {' '.join(str(e).split())}", file=sys.stderr)
-        sys.exit(2)
+        _fail(
+            f"cannot write {e.filename or 'the run directory'}: {e.strerror}. Free space or fix permissions (or "
+            "choose --trainer.default_root_dir), then rerun the same command: finished prompts are kept",
+            e,
+        )
+
+
+def _fail(message: str, error: BaseException) -> None:
+    if os.environ.get("CLIP_INVERSION_DEBUG"):
+        raise error
+    print(f"clip-inversion: error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(2)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clip_inversion.errors import UsageError
+from clip_inversion.errors import UsageError, describe_load_error
 from clip_inversion.toyworld import MODELS, register_model_configs
 
 BUNDLED: dict[str, Path] = {"toy-subject": MODELS / "toy-subject", "toy-judge": MODELS / "toy-judge"}
@@ -177,14 +177,9 @@ def _create(name: str, pretrained: str | None, kwargs: dict) -> nn.Module:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*QuickGELU.*")
             return open_clip.create_model(name, pretrained=pretrained, weights_only=True, **kwargs)
-    except pickle.UnpicklingError as e:
-        raise CLIPLoadError(
-            f"refused to load {pretrained}: it is not plain weights (a pickle that could run code); "
-            "use a .safetensors file or a checkpoint saved with torch.save(state_dict)"
-        ) from e
-    except (RuntimeError, ValueError, OSError, KeyError) as e:
+    except (pickle.UnpicklingError, RuntimeError, ValueError, OSError, KeyError, EOFError) as e:
         what = f"{name} + {pretrained}" if pretrained else name
-        raise CLIPLoadError(f"could not load {what}: {_first_line(e)}") from e
+        raise CLIPLoadError(f"could not load {what}: {describe_load_error(e)}") from e
 
 
 def _create_from_hub(name: str, pretrained: str | None, kwargs: dict, what: str) -> nn.Module:
@@ -228,7 +223,3 @@ def _hub_offline(offline: bool) -> Iterator[None]:
         yield
     finally:
         constants.HF_HUB_OFFLINE = before
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]

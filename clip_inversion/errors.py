@@ -3,3 +3,24 @@
 
 class UsageError(ValueError):
     """Bad input or settings; the message names the input and the option that fixes it."""
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name if empty), at most ``limit`` characters."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
+
+
+def describe_load_error(error: BaseException) -> str:
+    """Why a weights or checkpoint file could not be loaded, in words a user can act on."""
+    message = str(error)
+    if "GLOBAL" in message:  # torch's weights-only unpickler met a class or function: code could run
+        return (
+            "refused: it holds Python objects that could run code; use a .safetensors file or one saved with "
+            "torch.save(state_dict)"
+        )
+    if "Error(s) in loading state_dict" in message:
+        detail = next((line.strip() for line in message.splitlines()[1:] if line.strip()), "")
+        return f"the weights do not fit this architecture ({detail[:160]})"
+    if isinstance(error, (KeyError, EOFError)) or "Weights only load failed" in message or "zip" in message:
+        return "the file is damaged or not a PyTorch or safetensors file"
+    return first_line(error)

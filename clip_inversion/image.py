@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+MAX_SIZE = 2048  # larger images are almost surely a typo: 2048 px ViT-B/16 copies need tens of GiB
+
 
 class PixelImage(nn.Module):
     """Raw pixels, the reference parameterisation: one ``3 x size x size`` image a prompt.

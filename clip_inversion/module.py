@@ -19,13 +19,23 @@ from clip_inversion.augment import Augment
 from clip_inversion.clip import CLIPSpec, FrozenCLIP, load_clip
 from clip_inversion.data import PromptBatch, step_seed
 from clip_inversion.errors import UsageError
-from clip_inversion.image import PixelImage
+from clip_inversion.image import MAX_SIZE, PixelImage
 from clip_inversion.objective import Distance, clip_grad_norm_per_image_, embedding_distance, l1_norm, total_variation
 
 
 def adam(params: Any) -> torch.optim.Optimizer:
     """The reference optimizer: Adam with learning rate 0.1."""
     return torch.optim.Adam(params, lr=0.1)
+
+
+def check_optimizer(optimizer: OptimizerCallable) -> None:
+    """Build the optimizer once on a stand-in parameter, so a bad setting fails before any model loads."""
+    try:
+        groups = optimizer([nn.Parameter(torch.zeros(1))]).param_groups
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"--model.optimizer: {e}") from e
+    if any(g.get("lr", 1) <= 0 for g in groups):
+        raise UsageError(f"--model.optimizer: the learning rate must be positive, got {groups[0]['lr']}")
 
 
 class CLIPInversion(LightningModule):
@@ -64,8 +74,11 @@ class CLIPInversion(LightningModule):
         for name, value, least in (("steps", steps, 1), ("init_size", init_size, 8), ("tv", tv, 0), ("l1", l1, 0)):
             if value < least:
                 raise UsageError(f"--model.{name} must be at least {least}, got {value}")
+        if init_size > MAX_SIZE:
+            raise UsageError(f"--model.init_size must be at most {MAX_SIZE} pixels, got {init_size}")
         if grad_clip is not None and grad_clip <= 0:
             raise UsageError(f"--model.grad_clip must be positive or null, got {grad_clip}")
+        check_optimizer(optimizer)
         self.save_hyperparameters(ignore=["augmentations", "optimizer", "scheduler"])
         self.clip_spec = clip or CLIPSpec()
         self.clip: FrozenCLIP | None = None  # loaded by configure_model, after the prompts were checked
@@ -73,6 +86,10 @@ class CLIPInversion(LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.image = PixelImage([], init_size)
         self.register_buffer("targets", torch.empty(0, 0))
+        # Numerical faults: the step at which each prompt's loss stopped being finite (-1: never), and a copy
+        # of the image parameters at each prompt's last finite loss, restored for stopped prompts.
+        self.register_buffer("nonfinite_step", torch.empty(0, dtype=torch.long), persistent=False)
+        self.kept: list[Tensor] = []
         self.prompts: PromptBatch | None = None
         self.strict_loading = False  # checkpoints leave the frozen CLIP out
 
@@ -86,6 +103,7 @@ class CLIPInversion(LightningModule):
         self.prompts = batch
         self.image = PixelImage(batch.seeds, self.hparams.init_size).to(self.device)
         self.targets = self.clip.encode_text(batch.prompts)
+        self.nonfinite_step = torch.full((len(batch),), -1, dtype=torch.long, device=self.device)
         self.trainer.strategy.setup_optimizers(self.trainer)
 
     def on_train_batch_start(self, batch: PromptBatch, batch_idx: int) -> int | None:
@@ -112,11 +130,41 @@ class CLIPInversion(LightningModule):
     def training_step(self, batch: PromptBatch, batch_idx: int) -> Tensor:
         # Each prompt's augmentations come from its own seed and the step: a prompt rerun alone sees the same.
         terms = self.per_prompt_loss([step_seed(seed, batch_idx) for seed in batch.seeds])
+        running = self.track_nonfinite(terms["loss"].detach(), batch_idx + 1)
         size = len(batch.ids)
         for name, value in terms.items():
-            self.log(f"train/{name}", value.detach().mean(), batch_size=size, prog_bar=name == "loss")
-        # A sum, not a mean: each prompt's gradient is what it would be alone.
-        return terms["loss"].sum()
+            self.log(f"train/{name}", value.detach().nanmean(), batch_size=size, prog_bar=name == "loss")
+        # A sum, not a mean: each prompt's gradient is what it would be alone. Stopped prompts add nothing.
+        return torch.where(running, terms["loss"], 0).sum()
+
+    @torch.no_grad()
+    def track_nonfinite(self, loss: Tensor, step: int) -> Tensor:
+        """Stop every prompt whose loss is NaN or infinite; remember each running prompt's image otherwise.
+
+        Tensor ops only: no host synchronisation in the step.
+
+        Args:
+            loss: ``(P,)`` this step's loss of each prompt.
+            step: this step's number within the batch (1-based), recorded for newly stopped prompts.
+
+        Returns:
+            ``(P,)`` True for the prompts still running.
+        """
+        params = list(self.image.parameters())
+        if [k.shape for k in self.kept] != [p.shape for p in params]:  # a new batch, or an upsampled image
+            self.kept = [p.detach().clone() for p in params]
+        running = self.nonfinite_step < 0
+        finite = loss.isfinite()
+        self.nonfinite_step = torch.where(running & ~finite, step, self.nonfinite_step)
+        for param, kept in zip(params, self.kept):
+            kept.copy_(torch.where(_per_image(running & finite, param), param, kept))
+        return running & finite
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        stopped = self.nonfinite_step >= 0
+        for param in self.image.parameters():
+            if param.grad is not None:  # a stopped prompt's gradient may be NaN: it must not reach the optimizer
+                param.grad.masked_fill_(_per_image(stopped, param), 0)
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
         if self.hparams.grad_clip is not None and self.image.pixels.grad is not None:
@@ -125,6 +173,10 @@ class CLIPInversion(LightningModule):
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
         self.image.project_()
+        with torch.no_grad():  # the optimizer's momentum still moves stopped images: put them back
+            stopped = self.nonfinite_step >= 0
+            for param, kept in zip(self.image.parameters(), self.kept):
+                param.copy_(torch.where(_per_image(stopped, param), kept, param))
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.image.parameters())
@@ -153,3 +205,9 @@ class CLIPInversion(LightningModule):
         self.image.resize_for(state["image.pixels"].shape)
         self.targets = torch.empty_like(state["targets"])
         self.prompts = PromptBatch(**checkpoint["prompts"]) if checkpoint.get("prompts") else None
+        self.nonfinite_step = torch.full((len(state["targets"]),), -1, dtype=torch.long, device=self.device)
+
+
+def _per_image(mask: Tensor, like: Tensor) -> Tensor:
+    """``(P,)`` -> ``(P, 1, ..., 1)``, broadcastable against a ``(P, ...)`` parameter."""
+    return mask.view(-1, *([1] * (like.ndim - 1)))

@@ -17,6 +17,8 @@ from pathlib import Path
 from torch import Tensor
 from torchvision.utils import save_image
 
+from clip_inversion.errors import UsageError
+
 MANIFEST = "manifest.jsonl"
 
 
@@ -30,6 +32,22 @@ def safe_name(text: str, max_length: int = 60) -> str:
 def image_stem(prompt_id: str, prompt: str) -> str:
     """``<id>_<prompt>``, unique for unique ids: the slug has no ``_``, so the last one splits the two."""
     return f"{prompt_id}_{safe_name(prompt)}"
+
+
+def check_writable(run_dir: str | Path) -> None:
+    """Create the run directory if needed and check that files can be written there.
+
+    Raises:
+        UsageError: naming the directory, the reason, and ``--trainer.default_root_dir``.
+    """
+    try:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as e:
+        raise UsageError(
+            f"cannot write {run_dir} ({e.strerror}), the run directory: choose another with --trainer.default_root_dir"
+        ) from e
 
 
 def atomic_save_image(image: Tensor, path: Path) -> None:

@@ -126,8 +126,8 @@ def test_resume_from_a_checkpoint_taken_after_an_upsample(tmp_path):
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="copies"):
         Augment(copies=0)
-    with pytest.raises(ValueError, match="milestones"):
-        ResolutionSchedule({100: 64, 200: 32})
+    with pytest.raises(ValueError, match="milestones"):  # checked in setup, before any model loads
+        ResolutionSchedule({100: 64, 200: 32}).setup(None, CLIPInversion(steps=300), "fit")
 
 
 def test_an_injected_scheduler_steps_every_step_and_restarts_with_the_optimizer(tmp_path):

@@ -24,7 +24,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "weights.pt"
     torch.save({"state_dict": RunsCode(str(marker))}, evil)
-    with pytest.raises(CLIPLoadError, match="refused to load"):
+    with pytest.raises(CLIPLoadError, match="refused"):
         load_clip(CLIPSpec("toy-resnet", pretrained=str(evil)))
     assert not marker.exists()
 
