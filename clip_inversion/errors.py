@@ -21,6 +21,7 @@ def describe_load_error(error: BaseException) -> str:
     if "Error(s) in loading state_dict" in message:
         detail = next((line.strip() for line in message.splitlines()[1:] if line.strip()), "")
         return f"the weights do not fit this architecture ({detail[:160]})"
-    if isinstance(error, (KeyError, EOFError)) or "Weights only load failed" in message or "zip" in message:
+    damaged = ("Weights only load failed", "zip archive", "magic number", "deserializing header", "corrupt")
+    if isinstance(error, (KeyError, EOFError, IndexError)) or any(sign in message for sign in damaged):
         return "the file is damaged or not a PyTorch or safetensors file"
     return first_line(error)

@@ -6,6 +6,7 @@ Every case runs the user's path, ``main(["fit", "--config", "configs/quickstart.
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 import clip_inversion.clip
+import clip_inversion.module
 import clip_inversion.rundir
 from clip_inversion.cli import main, run
 from clip_inversion.data import Prompt, plan
@@ -23,6 +25,15 @@ from clip_inversion.data import Prompt, plan
 ROOT = Path(__file__).parents[1]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 JUDGE_WEIGHTS = ROOT / "clip_inversion" / "toyworld" / "models" / "toy-judge" / "open_clip_model.safetensors"
+
+
+def _truncated_checkpoint() -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"state_dict": {"image.pixels": torch.zeros(1, 3, 32, 32)}}, buffer)
+    return buffer.getvalue()[:2000]
+
+
+TRUNCATED_CHECKPOINT = _truncated_checkpoint()
 
 
 class RunsCode:
@@ -76,8 +87,9 @@ CASES = [
     case("tag-not-available-offline", "--model.clip.cache_dir",
          ["--model.clip.model_name=RN50", "--model.clip.pretrained=openai", "--model.clip.cache_dir={tmp}"]),
     case("local-dir-without-config", "local-dir:{tmp}: no open_clip_config.json there", ["--model.clip.model_name=local-dir:{tmp}"]),
-    case("damaged-weights", "could not load toy-resnet + {tmp}/w.pt: the file is damaged",
-         ["--model.clip.model_name=toy-resnet", "--model.clip.pretrained={tmp}/w.pt"], {"w.pt": os.urandom(4096)}),
+    case("damaged-weights", "could not load toy-resnet + {tmp}/w.safetensors: the file is damaged",
+         ["--model.clip.model_name=toy-resnet", "--model.clip.pretrained={tmp}/w.safetensors"],
+         {"w.safetensors": JUDGE_WEIGHTS.read_bytes()[:5000]}),  # a download cut short
     case("mismatched-weights", "the weights do not fit this architecture",
          ["--model.clip.model_name=toy-resnet", f"--model.clip.pretrained={JUDGE_WEIGHTS}"]),
     case("malicious-weights", "refused: it holds Python objects that could run code",
@@ -106,10 +118,13 @@ CASES = [
          {"file": "a file, not a directory"}),
     case("checkpoint-missing", "--ckpt_path={tmp}/none.ckpt: no such file", ["--ckpt_path={tmp}/none.ckpt"]),
     case("checkpoint-damaged", "--ckpt_path={tmp}/bad.ckpt: the file is damaged", ["--ckpt_path={tmp}/bad.ckpt"],
-         {"bad.ckpt": os.urandom(4096)}),
+         {"bad.ckpt": TRUNCATED_CHECKPOINT}),
     case("checkpoint-malicious", "--ckpt_path={tmp}/evil.pt: refused: it holds Python objects", ["--ckpt_path={tmp}/evil.pt"]),
     case("checkpoint-not-an-inversion", "--ckpt_path={tmp}/other.ckpt: not a clip-inversion checkpoint", ["--ckpt_path={tmp}/other.ckpt"]),
 ]  # fmt: skip
+# The cases about the model itself are found by loading it; every other one fails before any model loads.
+MODEL_CASES = {"unknown-model", "unknown-tag", "tag-not-available-offline", "local-dir-without-config"}
+MODEL_CASES |= {"damaged-weights", "mismatched-weights", "malicious-weights"}
 RECOVERIES = {  # documented behaviours that are not errors, each with its own test below
     "long-prompt": "test_a_prompt_longer_than_the_context_is_truncated_with_a_warning_naming_it",
     "more-ranks-than-prompts": "test_more_ranks_than_prompts_pad_without_writing_twice",
@@ -123,6 +138,8 @@ RECOVERIES = {  # documented behaviours that are not errors, each with its own t
 @pytest.mark.parametrize("bad", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_refused_in_one_line_with_exit_2(bad: Case, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(clip_inversion.clip, "_hub_reachable", lambda timeout=3.0: False)  # offline, always
+    loaded, load_clip = [], clip_inversion.module.load_clip
+    monkeypatch.setattr(clip_inversion.module, "load_clip", lambda spec: loaded.append(spec) or load_clip(spec))
     for name, content in bad.files.items():
         path = tmp_path / name
         if isinstance(content, bytes):
@@ -142,6 +159,7 @@ def test_bad_input_is_refused_in_one_line_with_exit_2(bad: Case, tmp_path, capsy
     assert len(err) == 1, "exactly one error line"
     assert bad.message.replace("{tmp}", str(tmp_path)) in err[0]
     assert not marker.exists(), "code from a file was run"
+    assert bad.id in MODEL_CASES or not loaded, "a model was loaded before the input was checked"
     assert not list((tmp_path / "run").glob("images/*")), "nothing is written for a refused run"
 
 
