@@ -160,7 +160,7 @@ class FourierImage(ImageParam):
 
     def resize_for(self, shapes: Mapping[str, torch.Size]) -> None:
         self.spectrum = nn.Parameter(torch.empty(shapes["spectrum"], device=self._device()))
-        self._size = shapes["spectrum"][-4]
+        self._size = shapes["spectrum"][-3]
 
 
 class PyramidImage(ImageParam):
