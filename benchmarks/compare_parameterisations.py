@@ -27,10 +27,11 @@ ENSEMBLE = ["--model.ensemble=[{model_name: toy-subject-b}]"]
 
 # Learning rates are per parameterisation: the same Adam step moves raw pixels, Fourier coefficients and
 # pyramid levels by very different amounts in the image.
+ADAM = "--model.optimizer=torch.optim.Adam"
 PARAMETERISATIONS = {
-    "pixels": ["--model.optimizer=torch.optim.Adam", "--model.optimizer.lr=0.1"],
-    "fourier": ["--model.image=clip_inversion.image.FourierImage", "--model.optimizer=torch.optim.Adam", "--model.optimizer.lr=0.05"],
-    "pyramid": ["--model.image=clip_inversion.image.PyramidImage", "--model.optimizer=torch.optim.Adam", "--model.optimizer.lr=0.05"],
+    "pixels": [ADAM, "--model.optimizer.lr=0.1"],
+    "fourier": ["--model.image=clip_inversion.image.FourierImage", ADAM, "--model.optimizer.lr=0.05"],
+    "pyramid": ["--model.image=clip_inversion.image.PyramidImage", ADAM, "--model.optimizer.lr=0.05"],
 }
 SETTINGS = {
     **{name: args for name, args in PARAMETERISATIONS.items()},

@@ -218,7 +218,7 @@ def _level_sizes(start: int, size: int) -> list[int]:
     sizes = [start]
     while sizes[-1] * 2 < size:
         sizes.append(sizes[-1] * 2)
-    return sizes + [size] if sizes[-1] != size else sizes
+    return [*sizes, size] if sizes[-1] != size else sizes
 
 
 def _resize(x: Tensor, size: int) -> Tensor:

@@ -14,6 +14,7 @@ needs an explicit ``:1`` after it.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -53,10 +54,8 @@ def parse_target(spec: str) -> list[Term]:
         text, weight = part.strip(), 1.0
         head, sep, tail = text.rpartition(":")
         if sep:
-            try:
+            with contextlib.suppress(ValueError):  # otherwise a colon inside the prompt, not a weight
                 text, weight = head.strip(), float(tail)
-            except ValueError:
-                pass  # a colon inside the prompt, not a weight
         if not text:
             raise UsageError(f"target {spec!r}: an empty term")
         suffix = Path(text).suffix.lower()
