@@ -26,7 +26,7 @@ from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image
 
 from clip_inversion.clip import FrozenCLIP
-from clip_inversion.errors import UsageError
+from clip_inversion.errors import UsageError, describe_load_error
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"})
 EMBEDDING_SUFFIXES = frozenset({".npy", ".pt", ".safetensors"})
@@ -81,15 +81,18 @@ def load_embedding(path: str | Path) -> Tensor:
     """A saved embedding -> ``(D,)`` float: a ``.npy`` array, a ``.pt`` tensor (``weights_only``) or a
     ``.safetensors`` file with one tensor (or one named ``embedding``); any leading dims must be 1."""
     path = Path(path)
-    if path.suffix == ".npy":
-        value = torch.from_numpy(np.load(path, allow_pickle=False))
-    elif path.suffix == ".pt":
-        value = torch.load(path, map_location="cpu", weights_only=True)
-    else:
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".npy":
+            value = torch.from_numpy(np.load(path, allow_pickle=False))
+        elif path.suffix == ".pt":
+            value = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            from safetensors.torch import load_file
 
-        tensors = load_file(path)
-        value = tensors.get("embedding", next(iter(tensors.values())) if len(tensors) == 1 else None)
+            tensors = load_file(path)
+            value = tensors.get("embedding", next(iter(tensors.values())) if len(tensors) == 1 else None)
+    except Exception as e:  # damaged files raise almost any type
+        raise UsageError(f"cannot load the embedding {str(path)!r}: {describe_load_error(e)}") from e
     if not isinstance(value, Tensor) or value.numel() != value.shape[-1]:
         raise UsageError(f"{str(path)!r} is not one embedding (a tensor of shape (D,) or (1, D))")
     return value.float().flatten()

@@ -150,3 +150,9 @@ def test_a_missing_target_file_fails_before_the_model_loads(tmp_path, monkeypatc
     args = ["fit", "--config", CONFIG, "--data.prompts=[a star|gone.png:-1]", f"--trainer.default_root_dir={tmp_path}"]
     with pytest.raises(UsageError, match="no image file"):
         run(args)
+
+
+def test_a_damaged_embedding_file_is_a_usage_error(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"not a tensor")
+    with pytest.raises(UsageError, match="cannot load the embedding"):
+        load_embedding(tmp_path / "bad.pt")
