@@ -5,10 +5,11 @@
     python benchmarks/compare_parameterisations.py --steps 100 -- --model.tv=0.01   # CLI overrides after --
 
 Every setting inverts the world's 30 colour-shape captions (2 batches of 15) with the quickstart recipe
-(its resolution schedule scaled to ``--steps``); the ensembles add ``toy-subject-b`` to ``toy-subject``
-(the judge, ``toy-judge``, is in no ensemble). Prints one Markdown row a setting: the judge's zero-shot
-accuracy among the 30 captions (colour; colour and shape) and its mean cosine to the prompt, as mean
-(min-max) over seeds, and the wall time per step (30 prompts, model loading included).
+(its resolution schedule scaled to ``--steps``). The ensembles add a second subject, ``toy-subject-b``
+(trained by ``configs/toy/subject-b.yaml``), to ``toy-subject``; the judge, ``toy-judge``, is in no
+ensemble. Prints one Markdown row a setting: the judge's zero-shot accuracy among the 30 captions
+(colour; colour and shape) and its mean cosine to the prompt, as mean (min-max) over seeds, and the
+wall time per step (30 prompts, model loading included). Set ``OMP_NUM_THREADS=1`` on a busy machine.
 """
 
 from __future__ import annotations
@@ -23,15 +24,26 @@ from clip_inversion.cli import run
 from clip_inversion.toyworld.evaluate import judge_run
 
 ROOT = Path(__file__).parents[1]
-ENSEMBLE = ["--model.ensemble=[{model_name: toy-subject-b}]"]
+# A second subject, trained by `clip-inversion-train-toy fit --config configs/toy/subject-b.yaml` (not shipped yet).
+ENSEMBLE = [f"--model.ensemble=[{{model_name: 'local-dir:{ROOT}/clip_inversion/toyworld/models/toy-subject-b'}}]"]
 
 # Learning rates are per parameterisation: the same Adam step moves raw pixels, Fourier coefficients and
 # pyramid levels by very different amounts in the image.
 ADAM = "--model.optimizer=torch.optim.Adam"
 PARAMETERISATIONS = {
     "pixels": [ADAM, "--model.optimizer.lr=0.1"],
-    "fourier": ["--model.image=clip_inversion.image.FourierImage", ADAM, "--model.optimizer.lr=0.05"],
-    "pyramid": ["--model.image=clip_inversion.image.PyramidImage", ADAM, "--model.optimizer.lr=0.05"],
+    "fourier": [
+        "--model.image=clip_inversion.image.FourierImage",
+        "--model.image.squash=clamp",
+        ADAM,
+        "--model.optimizer.lr=0.2",
+    ],
+    "pyramid": [
+        "--model.image=clip_inversion.image.PyramidImage",
+        "--model.image.decay=0.5",
+        ADAM,
+        "--model.optimizer.lr=0.1",
+    ],
 }
 SETTINGS = {
     **{name: args for name, args in PARAMETERISATIONS.items()},

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 MAX_SIZE = 2048  # larger images are almost surely a typo: 2048 px ViT-B/16 copies need tens of GiB
+Squash = Literal["sigmoid", "tanh", "clamp"]
 _EPS = 1e-3  # keeps logit/atanh finite when an image is set to exactly 0 or 1
 
 
@@ -128,11 +130,15 @@ class FourierImage(ImageParam):
         size: side in pixels.
         decay: exponent of the ``1/f`` scaling (0 gives a plain Fourier basis).
         std: standard deviation of the random start, in scaled coefficients.
+        squash: ``"sigmoid"``, or ``"clamp"`` (``x + 0.5`` clamped to [0, 1]: saturated colours keep their
+            gradient until they reach the edge).
     """
 
-    def __init__(self, seeds: list[int], size: int, decay: float = 1.0, std: float = 0.01) -> None:
+    def __init__(
+        self, seeds: list[int], size: int, decay: float = 1.0, std: float = 0.01, squash: Squash = "sigmoid"
+    ) -> None:
         super().__init__(seeds, size)
-        self.decay = decay
+        self.decay, self.squash = decay, squash
         self.spectrum = nn.Parameter(self._randn((3, size, size // 2 + 1, 2), std))
 
     def _scale(self, size: int, device: torch.device) -> Tensor:
@@ -143,16 +149,15 @@ class FourierImage(ImageParam):
         return scale / scale.pow(2).mean().sqrt()
 
     def forward(self) -> Tensor:
-        """Returns the ``(P, 3, H, W)`` images in (0, 1)."""
+        """Returns the ``(P, 3, H, W)`` images in [0, 1]."""
         spectrum = torch.view_as_complex(self.spectrum) * self._scale(self._size, self.spectrum.device)
         channels = torch.fft.irfft2(spectrum, s=(self._size, self._size), norm="ortho")
-        rgb = torch.einsum("cd,pdhw->pchw", _COLOUR.to(channels), channels)
-        return torch.sigmoid(rgb)
+        return _squash(torch.einsum("cd,pdhw->pchw", _COLOUR.to(channels), channels), self.squash)
 
     @torch.no_grad()
     def set_(self, images: Tensor) -> None:
         size = images.shape[-1]
-        rgb = torch.logit(images.clamp(_EPS, 1 - _EPS))
+        rgb = _unsquash(images, self.squash)
         channels = torch.einsum("cd,pdhw->pchw", torch.linalg.inv(_COLOUR).to(rgb), rgb)
         spectrum = torch.fft.rfft2(channels, norm="ortho") / self._scale(size, images.device)
         self.spectrum = nn.Parameter(torch.view_as_real(spectrum).contiguous())
@@ -166,18 +171,24 @@ class FourierImage(ImageParam):
 class PyramidImage(ImageParam):
     """A multi-resolution pyramid: a sum of tensors from 1 px to full size, squashed by ``(tanh + 1) / 2``.
 
-    Level ``i`` is a ``(P, 3, 2^i, 2^i)`` tensor (the last is the full size), bilinearly upsampled to full
-    size before the sum, so coarse structure costs few parameters and forms first. ``upsample`` adds
+    Level ``i`` is a ``(P, 3, 2^i, 2^i)`` tensor (the last is the full size), weighted by ``side^-decay``
+    and bilinearly upsampled to full size before the sum, so coarse structure costs few parameters and
+    forms first (``decay > 0`` slows the fine levels, as ``1/f`` does in Fourier space). ``upsample`` adds
     zero levels up to the new size, so the picture is kept.
 
     Args:
         seeds: one seed a prompt.
         size: side in pixels.
         std: standard deviation of each level's random start.
+        decay: the levels' weights are ``side^-decay`` (0: a plain sum).
+        squash: ``"tanh"`` (``(tanh + 1) / 2``), or ``"clamp"`` (``x + 0.5`` clamped to [0, 1]).
     """
 
-    def __init__(self, seeds: list[int], size: int, std: float = 0.1) -> None:
+    def __init__(
+        self, seeds: list[int], size: int, std: float = 0.1, decay: float = 0.0, squash: Squash = "tanh"
+    ) -> None:
         super().__init__(seeds, size)
+        self.decay, self.squash = decay, squash
         self.levels = nn.ParameterList(nn.Parameter(self._randn((3, s, s), std)) for s in _level_sizes(1, size))
 
     def forward(self) -> Tensor:
@@ -185,8 +196,8 @@ class PyramidImage(ImageParam):
         total = 0
         for level in self.levels:
             up = level if level.shape[-1] == self._size else _resize(level, self._size)
-            total = total + up
-        return (torch.tanh(total) + 1) / 2
+            total = total + up * level.shape[-1] ** -self.decay
+        return _squash(total, self.squash)
 
     @torch.no_grad()
     def upsample(self, size: int) -> None:
@@ -201,7 +212,7 @@ class PyramidImage(ImageParam):
     def set_(self, images: Tensor) -> None:
         """Zero the coarse levels and put the whole image in the finest."""
         size = images.shape[-1]
-        finest = torch.atanh(images.clamp(_EPS, 1 - _EPS) * 2 - 1)
+        finest = _unsquash(images, self.squash) * size**self.decay
         coarse = [finest.new_zeros(len(finest), 3, s, s) for s in _level_sizes(1, size)[:-1]]
         self.levels = nn.ParameterList(nn.Parameter(t) for t in [*coarse, finest.contiguous()])
         self._size = size
@@ -211,6 +222,21 @@ class PyramidImage(ImageParam):
         ordered = sorted(shapes.items(), key=lambda kv: int(kv[0].split(".")[-1]))
         self.levels = nn.ParameterList(nn.Parameter(torch.empty(s, device=device)) for _, s in ordered)
         self._size = ordered[-1][1][-1]
+
+
+def _squash(x: Tensor, kind: Squash) -> Tensor:
+    """Unbounded values -> [0, 1]; ``(tanh + 1) / 2`` is ``sigmoid(2x)``."""
+    if kind == "clamp":
+        return (x + 0.5).clamp(0, 1)
+    return torch.sigmoid(2 * x if kind == "tanh" else x)
+
+
+def _unsquash(images: Tensor, kind: Squash) -> Tensor:
+    """The inverse of :func:`_squash` on ``images`` in [0, 1] (kept off 0 and 1 where it is infinite)."""
+    if kind == "clamp":
+        return images - 0.5
+    logit = torch.logit(images.clamp(_EPS, 1 - _EPS))
+    return logit / 2 if kind == "tanh" else logit
 
 
 def _level_sizes(start: int, size: int) -> list[int]:

@@ -1,5 +1,7 @@
 """Image parameterisations (pixels, Fourier, pyramid), the init image and model ensembles."""
 
+from functools import partial
+
 import pytest
 import torch
 from lightning import Trainer
@@ -13,6 +15,7 @@ from clip_inversion.image import FourierImage, PixelImage, PyramidImage
 from clip_inversion.module import CLIPInversion
 
 KINDS = [PixelImage, FourierImage, PyramidImage]
+VARIANTS = [*KINDS, partial(FourierImage, squash="clamp", decay=1.5), partial(PyramidImage, decay=0.5, squash="clamp")]
 PROMPTS = ["a red circle", "a blue star"]
 
 
@@ -22,7 +25,7 @@ def make_trainer(tmp_path, callbacks=(), **kwargs) -> Trainer:
     return Trainer(callbacks=list(callbacks), enable_checkpointing=checkpointing, **{**settings, **kwargs})
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_images_are_in_range_and_each_prompt_starts_from_its_own_seed(kind):
     together = kind([1, 2, 3], 16)()
     alone = kind([2], 16)()
@@ -33,7 +36,7 @@ def test_images_are_in_range_and_each_prompt_starts_from_its_own_seed(kind):
     assert params and all(p.shape[0] == 3 and p.requires_grad for p in params)  # prompts first, never shared
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_set_reproduces_an_image_and_upsample_keeps_the_picture(kind):
     smooth = torch.nn.functional.interpolate(torch.rand(2, 3, 4, 4), size=16, mode="bilinear")
     target = smooth * 0.9 + 0.05
@@ -48,7 +51,7 @@ def test_set_reproduces_an_image_and_upsample_keeps_the_picture(kind):
     assert (torch.nn.functional.avg_pool2d(grown, 2) - target).abs().mean() < 0.02
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_gradients_reach_the_parameters_and_stay_per_prompt(kind):
     image = kind([0, 1], 16)
     (image()[0].sum()).backward()
