@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image
 
+from clip_inversion.api import read_manifest
 from clip_inversion.clip import CLIPSpec, FrozenCLIP, load_clip
+from clip_inversion.metrics import JudgeCosine, ZeroShotAccuracy
 from clip_inversion.toyworld.world import HELD_OUT_TEMPLATE, ShapeWorld
 
 
@@ -39,19 +40,29 @@ def world_accuracy(logits: Tensor, colour: Tensor, shape: Tensor, num_shapes: in
     }
 
 
+def world_levels(world: ShapeWorld) -> dict[str, list[str]]:
+    """The colour and the shape of each of the world's captions (``captions_of`` order), for ZeroShotAccuracy."""
+    return {
+        "colour": [c for c in world.colours for _ in world.shapes],
+        "shape": [s for _ in world.colours for s in world.shapes],
+    }
+
+
+def _world_scores(accuracy: ZeroShotAccuracy) -> dict[str, float]:
+    scores = {k: v.item() for k, v in accuracy.compute().items()}
+    return {"colour": scores["colour"], "shape": scores["shape"], "caption": scores["prompt"]}
+
+
 @torch.no_grad()
 def zero_shot_accuracy(
     clip: FrozenCLIP, world: ShapeWorld, n: int = 2000, seed: int = 10_000, template: str = HELD_OUT_TEMPLATE
 ) -> dict[str, float]:
     """A model's zero-shot accuracy on ``n`` fresh scenes, classified among all captions of ``template``."""
-    text = clip.encode_text(world.captions_of(template))
-    logits, colours, shapes = [], [], []
+    accuracy = ZeroShotAccuracy(world.captions_of(template), clip, levels=world_levels(world))
     for start in range(0, n, 500):
         images, _, scenes = world.batch(min(500, n - start), seed=seed + start)
-        logits.append(clip.encode_image(images) @ text.T)
-        colours.append(scenes.colour)
-        shapes.append(scenes.shape)
-    return world_accuracy(torch.cat(logits), torch.cat(colours), torch.cat(shapes), len(world.shapes))
+        accuracy.update(images, scenes.colour * len(world.shapes) + scenes.shape)
+    return _world_scores(accuracy)
 
 
 def parse_caption(world: ShapeWorld, prompt: str) -> tuple[int, int]:
@@ -72,18 +83,19 @@ def judge_run(run_dir: str | Path, judge: CLIPSpec | None = None, world: ShapeWo
         ``colour``, ``shape`` and ``caption`` accuracy, ``judge_cosine`` (mean cosine to the prompt under the
         judge), ``subject_cosine`` (mean cosine recorded by the run) and ``images``.
     """
-    run_dir, world = Path(run_dir), world or ShapeWorld()
-    clip = load_clip(judge or CLIPSpec("toy-judge"))
-    records = [json.loads(line) for line in (run_dir / "manifest.jsonl").read_text().splitlines() if line.strip()]
-    images = torch.stack([decode_image(str(run_dir / r["image"]), mode=ImageReadMode.RGB) for r in records]) / 255
-    labels = torch.tensor([parse_caption(world, r["prompt"]) for r in records])
-    emb = clip.encode_image(images)
-    text = clip.encode_text(world.captions_of("a {colour} {shape}"))
-    scores = world_accuracy(emb @ text.T, labels[:, 0], labels[:, 1], len(world.shapes))
-    prompts = clip.encode_text([r["prompt"] for r in records])
-    scores["judge_cosine"] = (emb * prompts).sum(dim=1).mean().item()
-    scores["subject_cosine"] = sum(r["cosine"] for r in records) / len(records)
-    scores["images"] = len(records)
+    world, clip = world or ShapeWorld(), load_clip(judge or CLIPSpec("toy-judge"))
+    inversions = read_manifest(run_dir)
+    images = torch.stack([inv.image for inv in inversions])
+    labels = torch.tensor([parse_caption(world, inv.prompt) for inv in inversions])
+    accuracy = ZeroShotAccuracy(world.captions_of("a {colour} {shape}"), clip, levels=world_levels(world))
+    accuracy.update(images, labels[:, 0] * len(world.shapes) + labels[:, 1])
+    prompts = [inv.prompt for inv in inversions]
+    cosine = JudgeCosine(list(dict.fromkeys(prompts)), clip)
+    cosine.update(images, prompts)
+    scores = _world_scores(accuracy)
+    scores["judge_cosine"] = cosine.compute().item()
+    scores["subject_cosine"] = sum(inv.record["cosine"] for inv in inversions) / len(inversions)
+    scores["images"] = len(inversions)
     return scores
 
 

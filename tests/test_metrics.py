@@ -1,0 +1,101 @@
+import json
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from clip_inversion.cli import run
+from clip_inversion.metrics import JudgeCosine, ZeroShotAccuracy, score_run
+from clip_inversion.rundir import append_records, atomic_save_image
+from clip_inversion.toyworld.evaluate import judge_run, world_levels
+from clip_inversion.toyworld.world import ShapeWorld
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    world = ShapeWorld()
+    images, _, scenes = world.batch(60, seed=4242)
+    captions = world.captions_of("a {colour} {shape}")
+    return world, images, captions, scenes.colour * len(world.shapes) + scenes.shape
+
+
+def test_judge_cosine_is_the_judge_cosine_per_prompt_and_overall(judge, scenes):
+    _, images, captions, targets = scenes
+    metric = JudgeCosine(captions, judge)
+    metric.update(images[:30], targets[:30])
+    metric.update(images[30:], [captions[t] for t in targets[30:]])  # prompts work as targets too
+    expected = (judge.encode_image(images) * judge.encode_text(captions)[targets]).sum(dim=1)
+    torch.testing.assert_close(metric.compute(), expected.mean())
+    per_prompt = metric.per_prompt()
+    k = int(targets[0])
+    torch.testing.assert_close(per_prompt[k], expected[targets == k].mean())
+    unseen = sorted(set(range(len(captions))) - set(targets.tolist()))
+    assert all(per_prompt[u].isnan() for u in unseen)
+
+
+def test_zero_shot_accuracy_finds_true_captions_and_not_wrong_ones(judge, scenes):
+    world, images, captions, targets = scenes
+    right = ZeroShotAccuracy(captions, judge, levels=world_levels(world))
+    right.update(images, targets)
+    scores = right.compute()
+    assert set(scores) == {"prompt", "colour", "shape"}
+    assert scores["colour"] == 1 and scores["prompt"] >= 0.85  # the judge scores ~96% on fresh scenes
+    assert scores["shape"] >= scores["prompt"]
+    # the same images labelled with the next colour: the colour is never right, the shape always as before
+    wrong = ZeroShotAccuracy(captions, judge, levels=world_levels(world))
+    wrong.update(images, (targets + len(world.shapes)) % len(captions))
+    assert wrong.compute()["colour"] == 0 and wrong.compute()["shape"] == scores["shape"]
+    per_prompt = right.per_prompt()["prompt"]
+    assert per_prompt[int(targets[0])] >= 0 and per_prompt.isnan().sum() == len(captions) - len(set(targets.tolist()))
+
+
+def test_levels_must_label_every_prompt(judge):
+    with pytest.raises(ValueError, match="labels"):
+        ZeroShotAccuracy(["a red star", "a blue star"], judge, levels={"colour": ["red"]})
+
+
+def test_a_finished_run_directory_is_scored(tmp_path, judge, scenes):
+    _, images, captions, targets = scenes
+    records = []
+    for i in range(6):  # a hand-made run: six world scenes, each "inverted" from its own caption
+        path = tmp_path / "images" / f"{i:05d}.png"
+        atomic_save_image(images[i], path)
+        prompt = captions[targets[i]]
+        records.append({"id": f"{i:05d}", "prompt": prompt, "image": f"images/{i:05d}.png", "cosine": 0.5})
+    append_records(tmp_path, records)
+    scores = score_run(tmp_path, judge, candidates=captions)
+    assert scores["images"] == 6 and scores["subject_cosine"] == 0.5
+    assert scores["judge_accuracy"] >= 5 / 6 and scores["judge_cosine"] > 0.5
+    assert set(scores["per_prompt"]) == {r["prompt"] for r in records}
+    toy = judge_run(tmp_path)
+    assert toy["colour"] == 1 and toy["images"] == 6
+    assert toy["judge_cosine"] == pytest.approx(scores["judge_cosine"], abs=1e-5)
+
+
+def test_judge_scores_are_logged_to_tensorboard_during_a_run(tmp_path):
+    config = tmp_path / "judge.yaml"
+    config.write_text(
+        "trainer:\n  callbacks:\n"
+        "    - class_path: clip_inversion.callbacks.JudgeScores\n      init_args: {every_n_steps: 2}\n"
+    )
+    run(
+        [
+            "fit",
+            f"--config={config}",
+            "--model.steps=4",
+            "--model.init_size=16",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false",
+            "--data.prompts=[a red circle, a blue star, a green square]",
+            "--data.batch_size=2",
+        ]
+    )
+    (events,) = (tmp_path / "lightning_logs" / "version_0").glob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events)).Reload()
+    scalars = set(accumulator.Tags()["scalars"])
+    assert {"judge/cosine/00000_a-red-circle", "judge/correct/00002_a-green-square"} <= scalars
+    assert [e.step for e in accumulator.Scalars("judge/accuracy")] == [4, 8]  # after each batch
+    records = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    final = score_run(tmp_path, "toy-judge")  # the last logged aggregate is the run's score, to PNG precision
+    assert accumulator.Scalars("judge/cosine")[-1].value == pytest.approx(final["judge_cosine"], abs=0.02)
+    assert len(records) == 3
