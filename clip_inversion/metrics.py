@@ -23,6 +23,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from clip_inversion.clip import CLIPSpec, FrozenCLIP, load_clip
+from clip_inversion.data import read_prompts
 
 
 def as_judge(judge: FrozenCLIP | CLIPSpec | str | None) -> FrozenCLIP:
@@ -207,12 +208,9 @@ def main(args: list[str] | None = None) -> None:
     parser.add_argument("run_dir", help="directory holding manifest.jsonl")
     parser.add_argument("--judge", default="toy-judge", help="judge model name (default: the bundled toy-judge)")
     parser.add_argument("--pretrained", default=None, help="the judge's pretrained tag or checkpoint file")
-    parser.add_argument("--candidates", default=None, help="text file of prompts to classify among, one a line")
+    parser.add_argument("--candidates", default=None, help="prompts file to classify among (.txt, .jsonl, .csv)")
     ns = parser.parse_args(args)
-    candidates = None
-    if ns.candidates:
-        lines = Path(ns.candidates).read_text(encoding="utf-8").splitlines()
-        candidates = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    candidates = [p.text for p in read_prompts(ns.candidates)] if ns.candidates else None
     print(json.dumps(score_run(ns.run_dir, CLIPSpec(ns.judge, ns.pretrained), candidates), indent=2))
 
 

@@ -1,4 +1,4 @@
-"""Contact sheets: a run's prompts as rows, their snapshots and final image as columns, labelled."""
+"""Contact sheets: a run's prompts as rows, their snapshots and final image as columns, labelled; any labelled grid."""
 
 from __future__ import annotations
 
@@ -31,16 +31,42 @@ def contact_sheet(run_dir: str | Path, out: str | Path, cell: int = 96, label_wi
         columns = [(p.stem.removeprefix("step-").lstrip("0") or "0", p) for p in snapshots if p.name != final_step]
         columns.append(("final", image_path))
         rows.append((inversion.prompt, columns))
-    width = label_width + cell * max(len(c) for _, c in rows)
+    titles = [f"step {t}" if t != "final" else t for t, _ in rows[0][1]]
+    return grid_sheet(
+        [(prompt, [path for _, path in columns]) for prompt, columns in rows], titles, out, cell, label_width
+    )
+
+
+def grid_sheet(
+    rows: list[tuple[str, list[Path]]], titles: list[str], out: str | Path, cell: int = 96, label_width: int = 150
+) -> Path:
+    """Draw images as a labelled grid: one row a label, one column a title.
+
+    Args:
+        rows: ``(label, image paths)`` for each row, left to right (a row may be shorter than the others).
+        titles: the column headers.
+        out: the PNG to write.
+        cell: side of each image in the sheet, in pixels (nearest-neighbour scaled).
+        label_width: width of the label column.
+
+    Returns:
+        The path written.
+    """
+    out = Path(out)
+    width = label_width + cell * max([len(titles), *(len(paths) for _, paths in rows)])
     header = 16
     sheet = Image.new("RGB", (width, header + cell * len(rows)), "white")
     draw = ImageDraw.Draw(sheet)
-    for j, (title, _) in enumerate(rows[0][1]):
-        draw.text((label_width + j * cell + 4, 2), f"step {title}" if title != "final" else title, fill="black")
-    for i, (prompt, columns) in enumerate(rows):
+    for j, title in enumerate(titles):
+        draw.text((label_width + j * cell + 4, 2), title, fill="black")
+    for i, (label, paths) in enumerate(rows):
         top = header + i * cell
-        draw.text((4, top + cell // 2 - 6), prompt[:24], fill="black")
-        for j, (_, path) in enumerate(columns):
+        lines = label.splitlines()[:3]  # up to three lines, centred on the row
+        for k, line in enumerate(lines):
+            draw.text(
+                (4, top + cell // 2 - 6 + 12 * (2 * k - len(lines) + 1) // 2), line[: label_width // 6], fill="black"
+            )
+        for j, path in enumerate(paths):
             tile = Image.open(path).convert("RGB").resize((cell, cell), Image.NEAREST)
             sheet.paste(tile, (label_width + j * cell, top))
     out.parent.mkdir(parents=True, exist_ok=True)

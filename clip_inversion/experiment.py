@@ -1,0 +1,249 @@
+"""``clip-inversion-experiment``: the same prompts over several seeds and models, scored by a judge, reported.
+
+An experiment is a YAML file (``configs/experiments/*.yaml``)::
+
+    name: planted-bias
+    models: [toy-biased-subject, toy-subject]   # NAME or NAME@TAG_OR_FILE, as for clip-inversion-sweep
+    prompts: [a star, a circle]
+    seeds: 16                                   # each prompt is inverted from seeds 0 .. seeds-1
+    configs: [configs/quickstart.yaml]          # the clip-inversion fit configs, composed in order
+    args: [--model.steps=100]                   # more clip-inversion fit options
+    judge: toy-judge                            # the independent judge (and judge_pretrained: TAG)
+    attributes: [configs/attributes/colour.yaml]
+    candidates: null                            # prompts file the judge classifies among (default: prompts)
+    root: runs/planted-bias
+
+``clip-inversion-experiment --config FILE`` inverts every prompt x seed with every model into
+``ROOT/<model>/`` (rerunning resumes), then writes ``ROOT/report/``: ``scores.csv`` (the judge's cosine and
+zero-shot accuracy per model and prompt), ``probes.csv`` (attribute proportions with 95% Wilson intervals),
+``summary.md`` (both as Markdown), ``contact-sheet.png`` (one row a model and prompt, one column a seed) and
+the sheet and scores in TensorBoard under ``ROOT/report/tensorboard``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import yaml
+
+from clip_inversion.api import read_manifest
+from clip_inversion.cli import main as fit
+from clip_inversion.clip import CLIPSpec
+from clip_inversion.data import read_prompts
+from clip_inversion.metrics import as_judge, score_images
+from clip_inversion.probes import AttributeSet, probe
+from clip_inversion.report import grid_sheet
+from clip_inversion.rundir import safe_name
+from clip_inversion.sweep import model_args, model_dir
+
+
+@dataclass
+class Experiment:
+    """One experiment: what to invert with which models, and how to score it (see the module docstring)."""
+
+    name: str
+    models: list[str]
+    prompts: list[str]
+    seeds: int = 8
+    configs: list[str] = field(default_factory=lambda: ["configs/quickstart.yaml"])
+    args: list[str] = field(default_factory=list)
+    judge: str = "toy-judge"
+    judge_pretrained: str | None = None
+    attributes: list[str] = field(default_factory=list)
+    candidates: str | None = None
+    root: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.models or not self.prompts or self.seeds < 1:
+            raise ValueError(f"experiment {self.name!r} needs models, prompts and at least one seed")
+        self.root = self.root or f"runs/{safe_name(self.name)}"
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: object) -> Experiment:
+        """Read an experiment file; ``overrides`` that are not ``None`` replace its values."""
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(known)}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+
+def prompts_file(experiment: Experiment) -> Path:
+    """Write ``ROOT/prompts.jsonl``: every prompt x seed, with an id naming both and the seed itself."""
+    path = Path(experiment.root) / "prompts.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {"id": f"p{i:02d}-s{seed:03d}", "prompt": prompt, "seed": seed}
+        for i, prompt in enumerate(experiment.prompts)
+        for seed in range(experiment.seeds)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def invert_all(experiment: Experiment) -> dict[str, Path]:
+    """Invert every prompt x seed with every model (finished prompts are skipped); each model's run dir."""
+    prompts = prompts_file(experiment)
+    configs = [a for path in experiment.configs for a in ("--config", path)]
+    run_dirs = {}
+    for model in experiment.models:
+        run_dirs[model] = model_dir(experiment.root, model)
+        fit(
+            [
+                "fit",
+                *configs,
+                "--data.prompts=null",
+                f"--data.prompts_file={prompts}",
+                *experiment.args,
+                *model_args(model),
+                f"--trainer.default_root_dir={run_dirs[model]}",
+            ]
+        )
+    return run_dirs
+
+
+def score(experiment: Experiment, run_dirs: dict[str, Path]) -> tuple[list[dict], list[dict]]:
+    """The judge's scores per model and prompt (and ``all``), and every attribute probe's rows."""
+    judge = as_judge(CLIPSpec(experiment.judge, experiment.judge_pretrained))
+    candidates = [p.text for p in read_prompts(experiment.candidates)] if experiment.candidates else None
+    attributes = [AttributeSet.from_yaml(path) for path in experiment.attributes]
+    scores, probes = [], []
+    for model, run_dir in run_dirs.items():
+        inversions = [inv for inv in read_manifest(run_dir) if inv.prompt in experiment.prompts]
+        images, prompts = torch.stack([inv.image for inv in inversions]), [inv.prompt for inv in inversions]
+        result = score_images(images, prompts, judge, candidates)
+        subject = {p: [inv.record["cosine"] for inv in inversions if inv.prompt == p] for p in result["per_prompt"]}
+        for prompt, values in result["per_prompt"].items():
+            scores.append({"model": model, "prompt": prompt, **_rounded(values), **_subject(subject[prompt])})
+        everything = {"images": len(prompts), "judge_cosine": result["judge_cosine"]}
+        everything["judge_accuracy"] = result["judge_accuracy"]
+        all_subject = _subject([c for cs in subject.values() for c in cs])
+        scores.append({"model": model, "prompt": "all", **_rounded(everything), **all_subject})
+        for attribute_set in attributes:
+            probes += probe(images, prompts, attribute_set, judge, label=model)
+    return scores, probes
+
+
+def _rounded(values: dict) -> dict:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()}
+
+
+def _subject(cosines: list[float]) -> dict:
+    return {"subject_cosine": round(sum(cosines) / len(cosines), 4)}
+
+
+def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Rows of dicts as a Markdown table (columns: the first row's keys unless given)."""
+    columns = columns or list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def probe_summary(probes: list[dict]) -> str:
+    """Per attribute, one row a model and prompt, one column a class: ``proportion [low, high]``, ``*`` when
+    the 95% interval lies above chance."""
+    parts = []
+    for attribute in dict.fromkeys(r["attribute"] for r in probes):
+        rows = [r for r in probes if r["attribute"] == attribute]
+        classes = list(dict.fromkeys(r["class"] for r in rows))
+        table = {}
+        for r in rows:
+            cell = f"{r['proportion']:.2f} [{r['low']:.2f}, {r['high']:.2f}]" + (" *" if r["above_chance"] else "")
+            table.setdefault((r["model"], r["prompt"], r["images"]), {})[r["class"]] = cell
+        flat = [{"model": m, "prompt": p, "images": n, **cells} for (m, p, n), cells in table.items()]
+        chance = rows[0]["chance"]
+        parts.append(
+            f"### {attribute} (chance {chance:.2f}; * = 95% interval above chance)\n\n"
+            + markdown_table(flat, ["model", "prompt", "images", *classes])
+        )
+    return "\n\n".join(parts)
+
+
+def write_report(experiment: Experiment, run_dirs: dict[str, Path], scores: list[dict], probes: list[dict]) -> Path:
+    """Write ``ROOT/report/``: CSV and Markdown tables, the contact sheet, and TensorBoard; the report dir."""
+    report = Path(experiment.root) / "report"
+    report.mkdir(parents=True, exist_ok=True)
+    _write_csv(report / "scores.csv", scores)
+    if probes:
+        _write_csv(report / "probes.csv", probes)
+    rows = []
+    for model, run_dir in run_dirs.items():
+        by_prompt: dict[str, list[tuple[int, Path]]] = {}
+        for inv in read_manifest(run_dir):
+            by_prompt.setdefault(inv.prompt, []).append((inv.record["seed"], Path(run_dir) / inv.record["image"]))
+        for prompt in experiment.prompts:
+            rows.append((f"{model}\n{prompt}", [path for _, path in sorted(by_prompt.get(prompt, []))]))
+    titles = [f"seed {s}" for s in range(experiment.seeds)]
+    sheet = grid_sheet(rows, titles, report / "contact-sheet.png", cell=64, label_width=160)
+    settings = {k: v for k, v in asdict(experiment).items() if k != "name"}
+    summary = [
+        f"# {experiment.name}",
+        "",
+        "```yaml\n" + yaml.safe_dump(settings, sort_keys=False).strip() + "\n```",
+        "",
+        f"![contact sheet]({sheet.name})",
+        "",
+        f"## The judge ({experiment.judge}): cosine to the prompt, zero-shot accuracy",
+        "",
+        markdown_table(scores),
+    ]
+    if probes:
+        summary += ["", "## Attribute probes", "", probe_summary(probes)]
+    (report / "summary.md").write_text("\n".join(summary) + "\n", encoding="utf-8")
+    _tensorboard(report / "tensorboard", sheet, scores, experiment)
+    return report
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _tensorboard(logdir: Path, sheet: Path, scores: list[dict], experiment: Experiment) -> None:
+    from PIL import Image
+    from torch.utils.tensorboard import SummaryWriter
+    from torchvision.transforms.functional import pil_to_tensor
+
+    with SummaryWriter(str(logdir)) as writer:
+        writer.add_image(f"{experiment.name}/contact-sheet", pil_to_tensor(Image.open(sheet).convert("RGB")), 0)
+        writer.add_text(f"{experiment.name}/summary", (sheet.parent / "summary.md").read_text(encoding="utf-8"))
+        for i, model in enumerate(experiment.models):
+            overall = next(r for r in scores if r["model"] == model and r["prompt"] == "all")
+            writer.add_scalar(f"{experiment.name}/judge_accuracy", overall["judge_accuracy"], i)
+            writer.add_scalar(f"{experiment.name}/judge_cosine", overall["judge_cosine"], i)
+
+
+def run_experiment(experiment: Experiment) -> Path:
+    """Invert, score and report one experiment; returns the report directory."""
+    run_dirs = invert_all(experiment)
+    scores, probes = score(experiment, run_dirs)
+    return write_report(experiment, run_dirs, scores, probes)
+
+
+def main(args: list[str] | None = None) -> Path:
+    """Entry point of ``clip-inversion-experiment``."""
+    parser = argparse.ArgumentParser(description="Run an experiment: invert, score with a judge, write a report.")
+    parser.add_argument("--config", required=True, help="experiment YAML (configs/experiments/*.yaml)")
+    parser.add_argument("--root", help="output directory (overrides the file's root)")
+    parser.add_argument("--seeds", type=int, help="seeds per prompt (overrides the file's seeds)")
+    parser.add_argument("args", nargs="*", help="more clip-inversion fit options, after --")
+    ns = parser.parse_args(args)
+    experiment = Experiment.from_yaml(ns.config, root=ns.root, seeds=ns.seeds)
+    experiment.args = [*experiment.args, *ns.args]
+    report = run_experiment(experiment)
+    print(report / "summary.md")
+    return report
+
+
+if __name__ == "__main__":
+    main()

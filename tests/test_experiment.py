@@ -1,0 +1,54 @@
+import csv
+from pathlib import Path
+
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from clip_inversion.experiment import Experiment, main
+
+ROOT = Path(__file__).parents[1]
+
+
+def read_csv(path: Path) -> list[dict]:
+    return list(csv.DictReader(path.read_text().splitlines()))
+
+
+def test_an_experiment_inverts_scores_probes_and_reports(tmp_path):
+    experiment = tmp_path / "tiny.yaml"
+    experiment.write_text(
+        "name: tiny\n"
+        "models: [toy-subject, toy-judge]\n"
+        "prompts: [a red star, a blue circle]\n"
+        "seeds: 2\n"
+        f"configs: [{ROOT / 'configs' / 'quickstart.yaml'}]\n"
+        "args: [--model.steps=3, --data.batch_size=4, --trainer.enable_progress_bar=false, --trainer.logger=false]\n"
+        f"attributes: [{ROOT / 'configs' / 'attributes' / 'colour.yaml'}]\n"
+    )
+    report = main(["--config", str(experiment), "--root", str(tmp_path / "run")])
+    assert report == tmp_path / "run" / "report"
+    scores = read_csv(report / "scores.csv")
+    assert [(r["model"], r["prompt"]) for r in scores] == [
+        (m, p) for m in ("toy-subject", "toy-judge") for p in ("a red star", "a blue circle", "all")
+    ]
+    assert all(int(r["images"]) == (4 if r["prompt"] == "all" else 2) for r in scores)
+    assert all(0 <= float(r["judge_accuracy"]) <= 1 for r in scores)
+    probes = read_csv(report / "probes.csv")
+    assert len(probes) == 2 * 3 * 6  # models x (prompts + all) x colours
+    star = [r for r in probes if r["model"] == "toy-subject" and r["prompt"] == "a red star"]
+    assert sum(int(r["count"]) for r in star) == 2  # every image has exactly one colour
+    summary = (report / "summary.md").read_text()
+    assert "## Attribute probes" in summary and "| toy-judge | a blue circle | 2 |" in summary
+    width, height = Image.open(report / "contact-sheet.png").size
+    assert height == 16 + 4 * 64 and width == 160 + 2 * 64  # (model, prompt) rows x seed columns
+    (events,) = (report / "tensorboard").glob("events.out.tfevents.*")
+    tags = EventAccumulator(str(events)).Reload().Tags()
+    assert tags["images"] == ["tiny/contact-sheet"] and "tiny/judge_accuracy" in tags["scalars"]
+    rerun = main(["--config", str(experiment), "--root", str(tmp_path / "run")])  # resumes: nothing to redo
+    assert read_csv(rerun / "scores.csv") == scores
+
+
+def test_shipped_experiments_load():
+    for path in (ROOT / "configs" / "experiments").glob("*.yaml"):
+        experiment = Experiment.from_yaml(path)
+        assert experiment.models and experiment.prompts
+        assert all((ROOT / a).is_file() for a in experiment.attributes + experiment.configs)
