@@ -5,7 +5,8 @@ import json
 import torch
 
 from clip_inversion.clip import CLIPSpec, load_clip
-from clip_inversion.toyworld.train import main, multi_positive_clip_loss
+from clip_inversion.toyworld.train import ShapeWorldBatches, main, multi_positive_clip_loss
+from clip_inversion.toyworld.world import ShapeWorld
 
 
 def test_training_smoke_run_exports_a_loadable_model(tmp_path):
@@ -48,3 +49,10 @@ def test_multi_positive_loss_equals_clip_loss_for_unique_labels():
     ours = {name: multi_positive_clip_loss(scale * e @ e.T, labels) for name, e in (("alike", alike), ("apart", apart))}
     clip = {name: ClipLoss()(e, e, scale) for name, e in (("alike", alike), ("apart", apart))}
     assert ours["alike"] < ours["apart"] and clip["apart"] < clip["alike"]
+
+
+def test_a_pool_repeats_the_same_images_and_no_pool_never_does():
+    pooled, fresh = (ShapeWorldBatches(ShapeWorld(), 6, 4, seed=3, pool=pool) for pool in (2, None))
+    assert torch.equal(pooled[0][0], pooled[2][0]) and torch.equal(pooled[1][0], pooled[5][0])
+    assert not torch.equal(pooled[0][0], pooled[1][0])
+    assert torch.equal(fresh[0][0], pooled[0][0]) and not torch.equal(fresh[2][0], fresh[0][0])

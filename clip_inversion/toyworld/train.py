@@ -26,15 +26,20 @@ Batch = tuple[Tensor, list[str], Tensor, Tensor]  # images (B, 3, H, W) in [0, 1
 
 
 class ShapeWorldBatches(Dataset):
-    """``length`` batches of ``batch_size`` freshly drawn scenes; batch ``i`` depends only on ``(seed, i)``."""
+    """``length`` batches of ``batch_size`` drawn scenes; batch ``i`` depends only on ``(seed, i % pool)``.
 
-    def __init__(self, world: ShapeWorld, length: int, batch_size: int, seed: int) -> None:
-        self.world, self.length, self.batch_size, self.seed = world, length, batch_size, seed
+    With ``pool`` unset every batch is fresh; with ``pool=k`` the same ``k`` batches (``k * batch_size``
+    images) repeat, for training on a fixed, small data set.
+    """
+
+    def __init__(self, world: ShapeWorld, length: int, batch_size: int, seed: int, pool: int | None = None) -> None:
+        self.world, self.length, self.batch_size, self.seed, self.pool = world, length, batch_size, seed, pool
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, i: int) -> Batch:
+        i = i % self.pool if self.pool else i
         images, captions, scenes = self.world.batch(self.batch_size, seed=self.seed * 1_000_003 + i)
         return images, captions, scenes.colour, scenes.shape
 
@@ -49,6 +54,8 @@ class ShapeWorldData(LightningDataModule):
         val_size: held-out images.
         seed: seed of the training stream; the held-out set uses ``seed + 10_000``.
         num_workers: DataLoader workers rendering batches.
+        pool_batches: train on a fixed set of this many batches (``pool_batches * batch_size`` images),
+            repeated; unset: every batch is fresh. For training-data-scale studies.
     """
 
     def __init__(
@@ -59,14 +66,15 @@ class ShapeWorldData(LightningDataModule):
         val_size: int = 2000,
         seed: int = 0,
         num_workers: int = 1,
+        pool_batches: int | None = None,
     ) -> None:
         super().__init__()
         self.world = world or ShapeWorld()
         self.batch_size, self.train_batches, self.val_size = batch_size, train_batches, val_size
-        self.seed, self.num_workers = seed, num_workers
+        self.seed, self.num_workers, self.pool_batches = seed, num_workers, pool_batches
 
     def train_dataloader(self) -> DataLoader:
-        data = ShapeWorldBatches(self.world, self.train_batches, self.batch_size, self.seed)
+        data = ShapeWorldBatches(self.world, self.train_batches, self.batch_size, self.seed, self.pool_batches)
         return DataLoader(data, batch_size=None, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
