@@ -15,9 +15,9 @@ An experiment is a YAML file (``configs/experiments/*.yaml``)::
 
 ``clip-inversion-experiment --config FILE`` inverts every prompt x seed with every model into
 ``ROOT/<model>/`` (rerunning resumes), then writes ``ROOT/report/``: ``scores.csv`` (the judge's cosine and
-zero-shot accuracy per model and prompt), ``probes.csv`` (attribute proportions with 95% Wilson intervals),
-``summary.md`` (both as Markdown), ``contact-sheet.png`` (one row a model and prompt, one column a seed) and
-the sheet and scores in TensorBoard under ``ROOT/report/tensorboard``.
+zero-shot accuracy with its 95% Wilson interval, per model and prompt), ``probes.csv`` (attribute
+proportions with 95% Wilson intervals), ``summary.md`` (both as Markdown), ``contact-sheet.png`` (one row a
+model and prompt, one column a seed) and the sheet and scores in TensorBoard under ``ROOT/report/tensorboard``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from clip_inversion.cli import main as fit
 from clip_inversion.clip import CLIPSpec
 from clip_inversion.data import read_prompts
 from clip_inversion.metrics import as_judge, score_images
-from clip_inversion.probes import AttributeSet, probe
+from clip_inversion.probes import AttributeSet, probe, wilson_interval
 from clip_inversion.report import grid_sheet
 from clip_inversion.rundir import safe_name
 from clip_inversion.sweep import model_args, model_dir
@@ -132,6 +132,9 @@ def score(experiment: Experiment, run_dirs: dict[str, Path]) -> tuple[list[dict]
 
 
 def _rounded(values: dict) -> dict:
+    """Floats to 4 decimals, and the 95% Wilson interval of ``judge_accuracy`` over ``images``."""
+    low, high = wilson_interval(round(values["judge_accuracy"] * values["images"]), values["images"])
+    values = {**values, "judge_accuracy_low": low, "judge_accuracy_high": high}
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()}
 
 
