@@ -1,9 +1,12 @@
 import csv
 from pathlib import Path
 
+import open_clip
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from clip_inversion.clip import BUNDLED
+from clip_inversion.data import read_prompts
 from clip_inversion.experiment import Experiment, main
 
 ROOT = Path(__file__).parents[1]
@@ -47,8 +50,15 @@ def test_an_experiment_inverts_scores_probes_and_reports(tmp_path):
     assert read_csv(rerun / "scores.csv") == scores
 
 
-def test_shipped_experiments_load():
-    for path in (ROOT / "configs" / "experiments").glob("*.yaml"):
+def test_shipped_experiments_name_real_files_models_and_tags():
+    paths = sorted((ROOT / "configs" / "experiments").glob("*.yaml"))
+    assert {"planted-bias", "data-scale", "paper-gender"} <= {p.stem for p in paths}
+    for path in paths:
         experiment = Experiment.from_yaml(path)
-        assert experiment.models and experiment.prompts
-        assert all((ROOT / a).is_file() for a in experiment.attributes + experiment.configs)
+        assert all((ROOT / a).is_file() for a in experiment.attributes + experiment.configs), path.name
+        if experiment.candidates:  # the judge classifies among them: every prompt must be one
+            assert set(experiment.prompts) <= {p.text for p in read_prompts(ROOT / experiment.candidates)}
+        for model in [*experiment.models, f"{experiment.judge}@{experiment.judge_pretrained or ''}"]:
+            name, _, tag = model.partition("@")
+            known = name in BUNDLED or name.startswith("local-dir:")
+            assert known or tag in open_clip.list_pretrained_tags_by_model(name), (path.name, model)
