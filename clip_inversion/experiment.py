@@ -11,12 +11,14 @@ An experiment is a YAML file (``configs/experiments/*.yaml``)::
     judge: toy-judge                            # the independent judge (and judge_pretrained: TAG)
     attributes: [configs/attributes/colour.yaml]
     candidates: null                            # prompts file the judge classifies among (default: prompts)
+    control: toy-subject                        # compare every other model's probe proportions with this one
     root: runs/planted-bias
 
 ``clip-inversion-experiment --config FILE`` inverts every prompt x seed with every model into
 ``ROOT/<model>/`` (rerunning resumes), then writes ``ROOT/report/``: ``scores.csv`` (the judge's cosine and
 zero-shot accuracy with its 95% Wilson interval, per model and prompt), ``probes.csv`` (attribute
-proportions with 95% Wilson intervals), ``summary.md`` (both as Markdown), ``contact-sheet.png`` (one row a
+proportions with 95% Wilson intervals; ``comparisons.csv``: each model against the ``control`` model, with
+95% Newcombe intervals of the differences), ``summary.md`` (both as Markdown), ``contact-sheet.png`` (one row a
 model and prompt, one column a seed) and the sheet and scores in TensorBoard under ``ROOT/report/tensorboard``.
 """
 
@@ -36,7 +38,7 @@ from clip_inversion.cli import main as fit
 from clip_inversion.clip import CLIPSpec
 from clip_inversion.data import read_prompts
 from clip_inversion.metrics import as_judge, score_images
-from clip_inversion.probes import AttributeSet, probe, wilson_interval
+from clip_inversion.probes import AttributeSet, compare, probe, wilson_interval
 from clip_inversion.report import grid_sheet
 from clip_inversion.rundir import safe_name
 from clip_inversion.sweep import model_args, model_dir
@@ -56,11 +58,14 @@ class Experiment:
     judge_pretrained: str | None = None
     attributes: list[str] = field(default_factory=list)
     candidates: str | None = None
+    control: str | None = None
     root: str | None = None
 
     def __post_init__(self) -> None:
         if not self.models or not self.prompts or self.seeds < 1:
             raise ValueError(f"experiment {self.name!r} needs models, prompts and at least one seed")
+        if self.control is not None and self.control not in self.models:
+            raise ValueError(f"experiment {self.name!r}: control {self.control!r} is not one of its models")
         self.root = self.root or f"runs/{safe_name(self.name)}"
 
     @classmethod
@@ -200,6 +205,19 @@ def write_report(experiment: Experiment, run_dirs: dict[str, Path], scores: list
     ]
     if probes:
         summary += ["", "## Attribute probes", "", probe_summary(probes)]
+    comparisons = compare(probes, experiment.control) if probes and experiment.control else []
+    if comparisons:
+        _write_csv(report / "comparisons.csv", comparisons)
+        columns = ["model", "prompt", "class", "proportion", "control_proportion", "difference", "low", "high"]
+        differing = [r for r in comparisons if r["differs"]]
+        summary += [
+            "",
+            f"## Against the control ({experiment.control}): differences with 95% Newcombe intervals",
+            "",
+            f"{len(differing)} of {len(comparisons)} (model, prompt, class) proportions differ from the control's:",
+            "",
+            markdown_table(differing, columns) if differing else "none.",
+        ]
     (report / "summary.md").write_text("\n".join(summary) + "\n", encoding="utf-8")
     _tensorboard(report / "tensorboard", sheet, scores, experiment)
     return report

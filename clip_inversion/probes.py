@@ -11,6 +11,7 @@ An attribute set is a YAML file naming classes, each described by one or more pr
 An image belongs to the class of the prompt the judge finds closest among all classes' prompts. A probe
 reports, for each inverted prompt and for all images together, the proportion of images in each class with
 a Wilson score interval; images of one prompt are its seeds, so the intervals are over prompts x seeds.
+:func:`compare` sets each model against a control model (Newcombe intervals of the differences).
 """
 
 from __future__ import annotations
@@ -65,6 +66,51 @@ def wilson_interval(count: int, n: int, z: float = 1.959964) -> tuple[float, flo
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def newcombe_interval(count: int, n: int, control_count: int, control_n: int) -> tuple[float, float]:
+    """95% interval of the difference ``count / n - control_count / control_n`` (Newcombe's hybrid score
+    interval, built from the two Wilson intervals)."""
+    p, q = count / n, control_count / control_n
+    (p_low, p_high), (q_low, q_high) = wilson_interval(count, n), wilson_interval(control_count, control_n)
+    d = p - q
+    return d - math.sqrt((p - p_low) ** 2 + (q_high - q) ** 2), d + math.sqrt((p_high - p) ** 2 + (q - q_low) ** 2)
+
+
+def compare(rows: list[dict[str, object]], control: str) -> list[dict[str, object]]:
+    """Each model's proportions against a control model's, prompt by prompt and class by class.
+
+    Args:
+        rows: :func:`proportions` rows of several models (their ``model`` column).
+        control: the ``model`` the others are compared with (the same recipe without the effect studied).
+
+    Returns:
+        One row a (model, prompt, attribute, class): both proportions, their ``difference`` with its 95%
+        Newcombe interval ``low``/``high``, and ``differs`` (the interval excludes 0).
+    """
+    controls = {(r["prompt"], r["attribute"], r["class"]): r for r in rows if r["model"] == control}
+    out = []
+    for r in rows:
+        c = controls.get((r["prompt"], r["attribute"], r["class"]))
+        if r["model"] == control or c is None or not r["images"] or not c["images"]:
+            continue
+        low, high = newcombe_interval(r["count"], r["images"], c["count"], c["images"])
+        out.append(
+            {
+                "model": r["model"],
+                "control": control,
+                "prompt": r["prompt"],
+                "attribute": r["attribute"],
+                "class": r["class"],
+                "proportion": r["proportion"],
+                "control_proportion": c["proportion"],
+                "difference": round(r["count"] / r["images"] - c["count"] / c["images"], 4),
+                "low": round(low, 4),
+                "high": round(high, 4),
+                "differs": low > 0 or high < 0,
+            }
+        )
+    return out
 
 
 @torch.no_grad()

@@ -26,6 +26,7 @@ def test_an_experiment_inverts_scores_probes_and_reports(tmp_path):
         f"configs: [{ROOT / 'configs' / 'quickstart.yaml'}]\n"
         "args: [--model.steps=3, --data.batch_size=4, --trainer.enable_progress_bar=false, --trainer.logger=false]\n"
         f"attributes: [{ROOT / 'configs' / 'attributes' / 'colour.yaml'}]\n"
+        "control: toy-subject\n"
     )
     report = main(["--config", str(experiment), "--root", str(tmp_path / "run")])
     assert report == tmp_path / "run" / "report"
@@ -39,7 +40,10 @@ def test_an_experiment_inverts_scores_probes_and_reports(tmp_path):
     assert len(probes) == 2 * 3 * 6  # models x (prompts + all) x colours
     star = [r for r in probes if r["model"] == "toy-subject" and r["prompt"] == "a red star"]
     assert sum(int(r["count"]) for r in star) == 2  # every image has exactly one colour
+    comparisons = read_csv(report / "comparisons.csv")
+    assert len(comparisons) == 3 * 6 and {r["model"] for r in comparisons} == {"toy-judge"}
     summary = (report / "summary.md").read_text()
+    assert "## Against the control (toy-subject)" in summary
     assert "## Attribute probes" in summary and "| toy-judge | a blue circle | 2 |" in summary
     width, height = Image.open(report / "contact-sheet.png").size
     assert height == 16 + 4 * 64 and width == 160 + 2 * 64  # (model, prompt) rows x seed columns

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clip_inversion.probes import AttributeSet, classify, proportions, wilson_interval
+from clip_inversion.probes import AttributeSet, classify, compare, newcombe_interval, proportions, wilson_interval
 from clip_inversion.toyworld.world import ShapeWorld
 
 ATTRIBUTES = Path(__file__).parents[1] / "configs" / "attributes"
@@ -44,3 +44,20 @@ def test_proportions_per_prompt_and_overall():
     assert circle_yellow["count"] == 0 and not circle_yellow["above_chance"]
     overall = [r for r in rows if r["prompt"] == "all"]
     assert [r["count"] for r in overall] == [9, 6] and all(r["images"] == 15 for r in overall)
+
+
+def test_newcombe_interval_matches_the_published_example():
+    # Newcombe (1998), method 10: 56/70 - 48/80 = 0.2, 95% interval 0.0524 to 0.3339
+    assert newcombe_interval(56, 70, 48, 80) == pytest.approx((0.0524, 0.3339), abs=1e-4)
+
+
+def test_compare_sets_each_model_against_the_control():
+    attributes = AttributeSet("colour", {"yellow": ["a yellow star"], "red": ["a red star"]})
+    biased = proportions(torch.tensor([0] * 18 + [1] * 2), ["a star"] * 20, attributes, label="biased")
+    control = proportions(torch.tensor([0] * 4 + [1] * 16), ["a star"] * 20, attributes, label="control")
+    same = proportions(torch.tensor([0] * 5 + [1] * 15), ["a star"] * 20, attributes, label="same")
+    rows = compare(biased + control + same, "control")
+    yellow = {(r["model"], r["prompt"]): r for r in rows if r["class"] == "yellow"}
+    assert yellow["biased", "a star"]["difference"] == 0.7 and yellow["biased", "a star"]["differs"]
+    assert yellow["same", "a star"]["difference"] == 0.05 and not yellow["same", "a star"]["differs"]
+    assert {r["model"] for r in rows} == {"biased", "same"}  # the control is not compared with itself
