@@ -156,7 +156,8 @@ def score_images(
         images: ``(N, 3, H, W)`` in [0, 1].
         prompts: ``N`` prompts, one an image (repeats allowed: several seeds of one prompt).
         judge: the judge (default: ``toy-judge``).
-        candidates: the prompts to classify among (default: the distinct ``prompts``); must hold every prompt.
+        candidates: the prompts to classify among (default: the distinct ``prompts``); must hold every prompt
+            (``ValueError`` otherwise).
 
     Returns:
         ``judge_cosine`` and ``judge_accuracy`` (aggregated floats), and ``per_prompt``: ``{prompt: {"images",
@@ -165,6 +166,9 @@ def score_images(
     judge = as_judge(judge)
     distinct = list(dict.fromkeys(prompts))
     candidates = list(candidates or distinct)
+    missing = [p for p in distinct if p not in candidates]
+    if missing:
+        raise ValueError(f"prompts not among the candidates, so never right: {missing[:3]}")
     cosine, accuracy = JudgeCosine(distinct, judge), ZeroShotAccuracy(candidates, judge)
     cosine.update(images, prompts)
     accuracy.update(images, prompts)
@@ -211,7 +215,11 @@ def main(args: list[str] | None = None) -> None:
     parser.add_argument("--candidates", default=None, help="prompts file to classify among (.txt, .jsonl, .csv)")
     ns = parser.parse_args(args)
     candidates = [p.text for p in read_prompts(ns.candidates)] if ns.candidates else None
-    print(json.dumps(score_run(ns.run_dir, CLIPSpec(ns.judge, ns.pretrained), candidates), indent=2))
+    try:
+        scores = score_run(ns.run_dir, CLIPSpec(ns.judge, ns.pretrained), candidates)
+    except ValueError as e:
+        parser.error(str(e))
+    print(json.dumps(scores, indent=2))
 
 
 if __name__ == "__main__":

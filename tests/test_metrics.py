@@ -67,6 +67,8 @@ def test_a_finished_run_directory_is_scored(tmp_path, judge, scenes):
     assert scores["images"] == 6 and scores["subject_cosine"] == 0.5
     assert scores["judge_accuracy"] >= 5 / 6 and scores["judge_cosine"] > 0.5
     assert set(scores["per_prompt"]) == {r["prompt"] for r in records}
+    with pytest.raises(ValueError, match="not among the candidates"):
+        score_run(tmp_path, judge, candidates=["a drawing of a dog"])
     toy = judge_run(tmp_path)
     assert toy["colour"] == 1 and toy["images"] == 6
     assert toy["judge_cosine"] == pytest.approx(scores["judge_cosine"], abs=1e-5)
