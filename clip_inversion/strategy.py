@@ -19,6 +19,11 @@ class IndependentDDPStrategy(DDPStrategy):
     def configure_ddp(self) -> None:
         """Leave the module unwrapped: no gradient all-reduce, no broadcast of rank 0's parameters."""
 
+    def _configure_launcher(self) -> None:
+        """No launcher for a single process: nothing to launch, and notebooks (which refuse one) work."""
+        if self.num_nodes * self.num_processes > 1:
+            super()._configure_launcher()
+
     def setup_distributed(self) -> None:
         """Join the process group, unless this is the only process (a laptop, one GPU): then there is none."""
         if self.num_nodes * self.num_processes > 1:
