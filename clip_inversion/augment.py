@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import kornia.augmentation as K
 import torch
+import torch.nn.functional as F
+from kornia.geometry.conversions import normalize_homography
 from torch import Tensor, nn
 
 from clip_inversion.errors import UsageError
@@ -75,3 +77,47 @@ class Augment(nn.Module):
             torch.manual_seed(seed)
             drawn.append(self.transforms(views[p * self.copies : (p + 1) * self.copies]))
         return torch.cat(drawn)
+
+    @property
+    def fusable(self) -> bool:
+        """Whether :meth:`warp_to` applies: the pipeline is a single ``RandomAffine`` drawn per copy."""
+        return (
+            len(self.transforms) == 1
+            and type(self.transforms[0]) is K.RandomAffine
+            and not self.transforms[0].same_on_batch
+        )
+
+    def warp_to(self, images: Tensor, size: tuple[int, int], seeds: list[int] | None = None) -> Tensor:
+        """The copies, warped and resized to ``size`` in one bicubic sampling (only when :attr:`fusable`).
+
+        Draws the same affine parameters as :meth:`forward` (per prompt from ``seeds``, or once for all),
+        turns them into sampling grids at ``size`` and samples each image once, instead of warping at the
+        image's size and resizing afterwards: one ``grid_sample`` for the batch, no intermediate copies.
+
+        Args:
+            images: ``(P, 3, H, W)``.
+            size: ``(h, w)`` of the views, the model's input size.
+            seeds: one seed a prompt, as in :meth:`forward`.
+
+        Returns:
+            ``(P * copies, 3, h, w)``, the copies of image ``p`` at rows ``p * copies + c``.
+        """
+        affine: K.RandomAffine = self.transforms[0]
+        n, c, height, width = len(images), images.shape[1], *images.shape[-2:]
+        if seeds is None:
+            draws = [affine.forward_parameters(torch.Size((n * self.copies, c, height, width)))]
+        else:
+            draws = []
+            for seed in seeds:
+                torch.manual_seed(seed)
+                draws.append(affine.forward_parameters(torch.Size((self.copies, c, height, width))))
+        params = {k: torch.cat([d[k].to(images.device) for d in draws]) for k in draws[0] if k != "forward_input_shape"}
+        views = images.repeat_interleave(self.copies, dim=0)
+        matrix = affine.compute_transformation(views, params, affine.flags)  # (N, 3, 3), pixels to pixels
+        applied = params["batch_prob"].to(torch.bool).view(-1, 1, 1)
+        matrix = torch.where(applied, matrix, torch.eye(3, device=matrix.device, dtype=matrix.dtype))
+        align = affine.flags["align_corners"]
+        warp = normalize_homography(matrix, (height, width), (height, width), align_corners=align)
+        grid = F.affine_grid(torch.linalg.inv(warp)[:, :2], [len(views), c, *size], align_corners=align)
+        padding = affine.flags["padding_mode"].name.lower()
+        return F.grid_sample(views, grid, mode="bicubic", padding_mode=padding, align_corners=align)

@@ -65,3 +65,42 @@ def test_color_shift_changes_colour_per_image():
     means = shifted.mean(dim=(2, 3))
     assert not torch.allclose(means[0], means[1])
     assert torch.equal(RandomColorShift(shift=0.2, p=0.0)(images), images)
+
+
+def smooth_images(n: int, size: int) -> torch.Tensor:
+    """``(n, 3, size, size)`` low-frequency images, where bilinear and bicubic sampling nearly agree."""
+    coarse = torch.rand(n, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    return torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def test_fused_warp_draws_the_same_warps_as_the_pipeline():
+    augment = Augment(copies=8)  # the reference affine
+    assert augment.fusable
+    images = smooth_images(3, 32)
+    seeds = [4, 5, 6]
+    separate = augment(images, seeds)  # Kornia's bilinear warp at 32 px
+    fused = augment.warp_to(images, (32, 32), seeds)  # one bicubic sampling
+    assert fused.shape == separate.shape == (24, 3, 32, 32)
+    # Same geometry, only the interpolation kernel differs (other draws differ by 0.1 on average).
+    assert (fused - separate).abs().mean() < 0.005 and (fused - separate).abs().max() < 0.1
+    assert (augment.warp_to(images, (32, 32), [7, 8, 9]) - separate).abs().mean() > 0.05
+    # to a larger model size: the same as warping, then resizing
+    resized = torch.nn.functional.interpolate(augment(images, seeds), size=(48, 48), mode="bicubic")
+    assert (augment.warp_to(images, (48, 48), seeds) - resized).abs().mean() < 0.005
+    # a prompt alone draws what it drew in its batch
+    assert torch.equal(
+        augment.warp_to(images[1:2], (48, 48), seeds[1:2]), augment.warp_to(images, (48, 48), seeds)[8:16]
+    )
+
+
+def test_fused_warp_applies_only_to_a_lone_random_affine():
+    assert not Augment([], copies=2).fusable
+    assert not Augment([K.RandomAffine(10, same_on_batch=True)], copies=2).fusable
+    assert not Augment([K.RandomAffine(10), RandomColorShift()], copies=2).fusable
+
+
+def test_fused_warp_passes_gradients_to_every_pixel():
+    augment = Augment([K.RandomAffine(degrees=30, scale=(0.7, 1.2), p=1.0, padding_mode="border")], copies=4)
+    images = torch.rand(2, 3, 16, 16, requires_grad=True)
+    augment.warp_to(images, (24, 24)).sum().backward()
+    assert images.grad.shape == images.shape and images.grad.abs().sum() > 0
