@@ -120,6 +120,7 @@ def ours(args: argparse.Namespace, prompts: list[str], batch_size: int, fast: bo
         init_size=args.sizes[0],
         copies=args.copies,
         fused_warp=fast and args.fast_fused,
+        channels_last=fast and args.fast_channels_last,
         compile=fast and args.fast_compile,
     )
     trainer = Trainer(
@@ -165,6 +166,8 @@ def matmul_peak(device: str, n: int) -> float:
 def child(args: argparse.Namespace) -> dict:
     """One row's work in this process: returns its times (seconds) and peak memory (bytes)."""
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     if args.child.startswith("a"):
@@ -213,10 +216,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fast-batch", type=int, default=6, help="prompts inverted together in (c)")
     parser.add_argument("--fast-precision", default="32-true", help="Lightning precision of (c), e.g. bf16-mixed")
     parser.add_argument("--fast-compile", action="store_true", help="torch.compile the image tower in (c)")
+    parser.add_argument("--fast-channels-last", action="store_true", help="channels-last image tower in (c)")
     parser.add_argument("--no-fast-fused", dest="fast_fused", action="store_false", help="(c) without the fused warp")
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's); 1 on a shared machine")
     parser.add_argument("--matmul-size", type=int, default=8192)
     parser.add_argument("--run-dir", default="runs/benchmark-speed")
     parser.add_argument("--child", choices=list(ROWS), help=argparse.SUPPRESS)
@@ -245,10 +250,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     flops = step_flops(args) * args.copies  # one prompt, one step
     peak = matmul_peak(args.device, args.matmul_size)
     print(f"{args.model} on {args.device}, {args.steps} steps, {args.copies} copies, schedule {args.schedule}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.repeats} repeats (medians)")
+    threads = args.threads or torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} threads, {args.repeats} repeats (medians)")
     print(
         f"(c): {args.fast_batch} prompts a batch, precision {args.fast_precision}, fused warp {args.fast_fused}, "
-        f"compile {args.fast_compile}"
+        f"channels-last {args.fast_channels_last}, compile {args.fast_compile}"
     )
     print(f"work: {flops / 1e9:.3f} GFLOP a prompt-step; bf16 {args.matmul_size}^3 matmul: {peak / 1e12:.2f} TFLOP/s\n")
     columns = (

@@ -118,6 +118,7 @@ class Augment(nn.Module):
         matrix = torch.where(applied, matrix, torch.eye(3, device=matrix.device, dtype=matrix.dtype))
         align = affine.flags["align_corners"]
         warp = normalize_homography(matrix, (height, width), (height, width), align_corners=align)
-        grid = F.affine_grid(torch.linalg.inv(warp)[:, :2], [len(views), c, *size], align_corners=align)
+        inverse = torch.linalg.inv_ex(warp).inverse  # no error check: no device sync (never singular here)
+        grid = F.affine_grid(inverse[:, :2], [len(views), c, *size], align_corners=align)
         padding = affine.flags["padding_mode"].name.lower()
         return F.grid_sample(views, grid, mode="bicubic", padding_mode=padding, align_corners=align)

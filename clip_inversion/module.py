@@ -58,7 +58,8 @@ class CLIPInversion(LightningModule):
         scheduler: builds an optional learning-rate scheduler, stepped every step.
         fused_warp: with the reference's single random affine, warp and resize each copy to the model's input
             size in one bicubic sampling (faster; see ``Augment.warp_to``). Other pipelines ignore it.
-        compile: ``torch.compile`` the image tower (pays off for long runs on a GPU; see docs/benchmarks.md).
+        channels_last: run the image tower in channels-last memory format (faster for convolutional towers).
+        compile: ``torch.compile`` the image tower (see docs/benchmarks.md for when it pays).
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class CLIPInversion(LightningModule):
         optimizer: OptimizerCallable = adam,
         scheduler: LRSchedulerCallable | None = None,
         fused_warp: bool = False,
+        channels_last: bool = False,
         compile: bool = False,
     ) -> None:
         super().__init__()
@@ -104,6 +106,8 @@ class CLIPInversion(LightningModule):
         """Load the frozen CLIP (Lightning calls this after the data module has read the prompts)."""
         if self.clip is None:
             self.clip = load_clip(self.clip_spec).to(self.device)
+            if self.hparams.channels_last:
+                self.clip.model.visual.to(memory_format=torch.channels_last)
             if self.hparams.compile:
                 self.clip.model.visual.compile()
 
@@ -130,6 +134,8 @@ class CLIPInversion(LightningModule):
             views = self.augment.warp_to(images, self.clip.image_size, seeds)
         else:
             views = self.augment(images, seeds)
+        if self.hparams.channels_last:
+            views = views.contiguous(memory_format=torch.channels_last)
         emb = self.clip.encode_image(views).view(len(images), self.augment.copies, -1)
         terms = {"distance": embedding_distance(emb, self.targets, self.hparams.distance)}
         if self.hparams.tv:

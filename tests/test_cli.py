@@ -241,6 +241,7 @@ def test_fast_settings_run_and_log_only_on_logging_steps(tmp_path, monkeypatch):
             str(CONFIGS / "quickstart.yaml"),
             "--model.steps=7",
             "--model.fused_warp=true",
+            "--model.channels_last=true",
             "--trainer.precision=bf16-mixed",
             "--trainer.log_every_n_steps=3",
             "--data.prompts=[a red circle, a blue star]",
