@@ -88,11 +88,13 @@ class Augment(nn.Module):
         )
 
     def warp_to(self, images: Tensor, size: tuple[int, int], seeds: list[int] | None = None) -> Tensor:
-        """The copies, warped and resized to ``size`` in one bicubic sampling (only when :attr:`fusable`).
+        """The copies, warped and resized to ``size`` in one sampling (only when :attr:`fusable`).
 
         Draws the same affine parameters as :meth:`forward` (per prompt from ``seeds``, or once for all),
-        turns them into sampling grids at ``size`` and samples each image once, instead of warping at the
-        image's size and resizing afterwards: one ``grid_sample`` for the batch, no intermediate copies.
+        turns them into sampling grids at ``size`` and samples each image once with the affine's own
+        interpolation (bilinear by default), instead of warping at the image's size and resizing (bicubic)
+        afterwards. At the model's size this is the pipeline's warp exactly; below it, the upsampling is
+        bilinear instead of bicubic.
 
         Args:
             images: ``(P, 3, H, W)``.
@@ -120,5 +122,5 @@ class Augment(nn.Module):
         warp = normalize_homography(matrix, (height, width), (height, width), align_corners=align)
         inverse = torch.linalg.inv_ex(warp).inverse  # no error check: no device sync (never singular here)
         grid = F.affine_grid(inverse[:, :2], [len(views), c, *size], align_corners=align)
-        padding = affine.flags["padding_mode"].name.lower()
-        return F.grid_sample(views, grid, mode="bicubic", padding_mode=padding, align_corners=align)
+        mode, padding = affine.flags["resample"].name.lower(), affine.flags["padding_mode"].name.lower()
+        return F.grid_sample(views, grid, mode=mode, padding_mode=padding, align_corners=align)

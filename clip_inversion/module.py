@@ -57,7 +57,7 @@ class CLIPInversion(LightningModule):
         optimizer: builds the optimizer from the image parameters (default: Adam, lr 0.1).
         scheduler: builds an optional learning-rate scheduler, stepped every step.
         fused_warp: with the reference's single random affine, warp and resize each copy to the model's input
-            size in one bicubic sampling (faster; see ``Augment.warp_to``). Other pipelines ignore it.
+            size in one sampling (faster; see ``Augment.warp_to``). Other pipelines ignore it.
         channels_last: run the image tower in channels-last memory format (faster for convolutional towers).
         compile: ``torch.compile`` the image tower (see docs/benchmarks.md for when it pays).
     """
