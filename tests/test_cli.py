@@ -239,10 +239,9 @@ def test_fast_settings_run_and_log_only_on_logging_steps(tmp_path, monkeypatch):
             "fit",
             "--config",
             str(CONFIGS / "quickstart.yaml"),
+            "--config",
+            str(CONFIGS / "fast.yaml"),
             "--model.steps=7",
-            "--model.fused_warp=true",
-            "--model.channels_last=true",
-            "--trainer.precision=bf16-mixed",
             "--trainer.log_every_n_steps=3",
             "--data.prompts=[a red circle, a blue star]",
             f"--trainer.default_root_dir={tmp_path}",
@@ -251,5 +250,6 @@ def test_fast_settings_run_and_log_only_on_logging_steps(tmp_path, monkeypatch):
     )
     # steps 3 and 6 (the logger's) and 7 (the last), one value a term; the cosine callback logs its own
     assert logged.count("train/loss") == 3 and logged.count("train/distance") == 3
-    assert cli.trainer.logged_metrics["train/loss"].dtype == torch.float32
+    assert cli.trainer.logged_metrics["train/loss"].dtype == torch.float32  # the objective stays fp32 in bf16
+    assert cli.model.hparams.fused_warp and cli.model.augment.fusable and cli.trainer.precision == "bf16-mixed"
     assert (tmp_path / "manifest.jsonl").is_file()
