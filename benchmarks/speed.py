@@ -174,7 +174,7 @@ def child(args: argparse.Namespace) -> dict:
         times = [reference_loop(args, p, args.child == "a-anomaly") for p in PROMPTS[: args.prompts]]
         prompts, batch = args.prompts, 1
     elif args.child == "b":
-        times = [ours(args, PROMPTS[: args.prompts], 1, fast=False)]
+        times = [ours(args, PROMPTS[: args.prompts], 1, fast=False)]  # one Trainer, one batch a prompt
         prompts, batch = args.prompts, 1
     else:
         times = [ours(args, PROMPTS[: args.fast_batch], args.fast_batch, fast=True)]
@@ -183,7 +183,7 @@ def child(args: argparse.Namespace) -> dict:
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    steps = len(times) * (args.steps - args.warmup)
+    steps = (prompts // batch) * (args.steps - args.warmup)  # steady steps over all batches
     return {
         "row": args.child,
         "step_s": sum(s[0] for s, _ in times) / steps,
