@@ -73,7 +73,7 @@ def check_checkpoint(path: str) -> None:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a damaged or malicious file
         raise UsageError(f"--ckpt_path={path}: {describe_load_error(e)}") from e
-    if not isinstance(checkpoint, dict) or "image.pixels" not in checkpoint.get("state_dict", {}):
+    if not isinstance(checkpoint, dict) or not any(k.startswith("image.") for k in checkpoint.get("state_dict", {})):
         raise UsageError(f"--ckpt_path={path}: not a clip-inversion checkpoint (no image in its state_dict)")
 
 

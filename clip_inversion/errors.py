@@ -22,6 +22,7 @@ def describe_load_error(error: BaseException) -> str:
         detail = next((line.strip() for line in message.splitlines()[1:] if line.strip()), "")
         return f"the weights do not fit this architecture ({detail[:160]})"
     damaged = ("Weights only load failed", "zip archive", "magic number", "deserializing header", "corrupt")
+    damaged += ("allow_pickle", "Failed to interpret file")  # numpy, for .npy files
     if isinstance(error, (KeyError, EOFError, IndexError)) or any(sign in message for sign in damaged):
-        return "the file is damaged or not a PyTorch or safetensors file"
+        return "the file is damaged or not in a format it claims (PyTorch, safetensors, NumPy)"
     return first_line(error)

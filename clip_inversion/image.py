@@ -1,27 +1,90 @@
-"""Image parameterisations: modules whose output is the batch of images being optimised."""
+"""Image parameterisations: modules whose output is the batch of images being optimised.
+
+Every parameterisation shares one interface (:class:`ImageParam`): built from one seed a prompt and a
+side in pixels, ``forward()`` gives ``(P, 3, H, W)`` images in [0, 1]; ``upsample(size)`` grows them
+into new parameters (the resolution schedule then rebuilds the optimizer); ``project_()`` runs after
+each optimizer step; ``set_(images)`` makes ``forward()`` give chosen images (an init image);
+``resize_for(shapes)`` takes a checkpoint's parameter shapes before its tensors load. Every parameter
+has the prompts on its first dimension, so prompts never share a parameter.
+
+Choose one from YAML::
+
+    model:
+      image:
+        class_path: clip_inversion.image.FourierImage
+        init_args: {decay: 1.0}
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 MAX_SIZE = 2048  # larger images are almost surely a typo: 2048 px ViT-B/16 copies need tens of GiB
+Squash = Literal["sigmoid", "tanh", "clamp"]
+_EPS = 1e-3  # keeps logit/atanh finite when an image is set to exactly 0 or 1
 
 
-class PixelImage(nn.Module):
-    """Raw pixels, the reference parameterisation: one ``3 x size x size`` image a prompt.
-
-    Each image starts uniform-random from its own seed, so a prompt's start does not depend on the
-    batch it runs in.
+class ImageParam(nn.Module):
+    """The interface of an image parameterisation (see the module docstring).
 
     Args:
-        seeds: one seed a prompt; ``len(seeds)`` is the number of images ``P``.
+        seeds: one seed a prompt; ``len(seeds)`` is the number of images ``P``. A prompt's start depends
+            on its seed only, never on its batch.
         size: side in pixels.
     """
 
     def __init__(self, seeds: list[int], size: int) -> None:
         super().__init__()
+        self.seeds, self._size = list(seeds), size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def forward(self) -> Tensor:  # pragma: no cover - abstract
+        """Returns the ``(P, 3, H, W)`` images in [0, 1]."""
+        raise NotImplementedError
+
+    def upsample(self, size: int) -> None:
+        """Grow to ``size`` keeping the picture (bicubic), as new parameters: rebuild the optimizer after."""
+        self.set_(F.interpolate(self().detach(), size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1))
+
+    def set_(self, images: Tensor) -> None:  # pragma: no cover - abstract
+        """New parameters such that ``forward()`` gives ``images`` ``(P, 3, S, S)`` in [0, 1], at size ``S``."""
+        raise NotImplementedError
+
+    def project_(self) -> None:
+        """Called after every optimizer step; nothing to do when ``forward()`` squashes to [0, 1]."""
+
+    def resize_for(self, shapes: Mapping[str, torch.Size]) -> None:
+        """Take empty parameters of a checkpoint's ``shapes`` (keys relative to this module)."""
+        for name, shape in shapes.items():
+            setattr(self, name, nn.Parameter(torch.empty(shape, device=self._device())))
+        self._size = shapes[name][-1]
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _randn(self, shape: tuple[int, ...], std: float) -> Tensor:
+        """``(P, *shape)`` Gaussian noise, each prompt's from its own seed."""
+        draws = [torch.randn(shape, generator=torch.Generator().manual_seed(s)) * std for s in self.seeds]
+        return torch.stack(draws) if draws else torch.empty(0, *shape)
+
+
+class PixelImage(ImageParam):
+    """Raw pixels, the reference parameterisation: one ``3 x size x size`` image a prompt.
+
+    Each image starts uniform-random from its own seed and is clamped to [0, 1] after every step.
+    """
+
+    def __init__(self, seeds: list[int], size: int) -> None:
+        super().__init__(seeds, size)
         start = [torch.rand(3, size, size, generator=torch.Generator().manual_seed(s)) for s in seeds]
         self.pixels = nn.Parameter(torch.stack(start) if start else torch.empty(0, 3, size, size))
 
@@ -34,16 +97,155 @@ class PixelImage(nn.Module):
         return self.pixels
 
     @torch.no_grad()
-    def upsample(self, size: int) -> None:
-        """Replace the pixels by a bicubic upsampling to ``size``, as a new parameter (optimizers must be rebuilt)."""
-        grown = F.interpolate(self.pixels, size=(size, size), mode="bicubic", align_corners=False)
-        self.pixels = nn.Parameter(grown.clamp_(0, 1))
+    def set_(self, images: Tensor) -> None:
+        self.pixels = nn.Parameter(images.detach().clone().clamp_(0, 1))
 
     @torch.no_grad()
     def project_(self) -> None:
         """Clamp to [0, 1], as the reference does after every optimizer step."""
         self.pixels.clamp_(0, 1)
 
-    def resize_for(self, shape: torch.Size) -> None:
-        """Take an empty parameter of ``shape`` so that a checkpoint's pixels can load into it."""
-        self.pixels = nn.Parameter(self.pixels.new_empty(shape))
+
+# An orthonormal opponent-colour basis (luminance, red-green, yellow-blue) with most of the variance on
+# luminance, as in natural images: decorrelated channels -> RGB is ``_COLOUR @ channels``.
+_OPPONENT = torch.tensor(
+    [
+        [1 / math.sqrt(3), 1 / math.sqrt(3), 1 / math.sqrt(3)],
+        [1 / math.sqrt(2), -1 / math.sqrt(2), 0.0],
+        [1 / math.sqrt(6), 1 / math.sqrt(6), -2 / math.sqrt(6)],
+    ]
+)
+_COLOUR = _OPPONENT.T @ torch.diag(torch.tensor([1.0, 0.5, 0.5]))
+
+
+class FourierImage(ImageParam):
+    """A Fourier-space image with ``1/f^decay`` scaling and decorrelated colour, squashed by a sigmoid.
+
+    The parameters are the real FFT coefficients of three decorrelated colour channels; each frequency
+    is scaled by ``1/max(f, 1/size)^decay``, so that a step changes low frequencies more than high ones,
+    the channels are mixed into RGB by a fixed opponent-colour matrix and a sigmoid maps them to [0, 1].
+
+    Args:
+        seeds: one seed a prompt.
+        size: side in pixels.
+        decay: exponent of the ``1/f`` scaling (0 gives a plain Fourier basis).
+        std: standard deviation of the random start, in scaled coefficients.
+        squash: ``"sigmoid"``, or ``"clamp"`` (``x + 0.5`` clamped to [0, 1]: saturated colours keep their
+            gradient until they reach the edge).
+    """
+
+    def __init__(
+        self, seeds: list[int], size: int, decay: float = 1.0, std: float = 0.01, squash: Squash = "sigmoid"
+    ) -> None:
+        super().__init__(seeds, size)
+        self.decay, self.squash = decay, squash
+        self.spectrum = nn.Parameter(self._randn((3, size, size // 2 + 1, 2), std))
+
+    def _scale(self, size: int, device: torch.device) -> Tensor:
+        """``(size, size // 2 + 1)`` frequency scaling, normalised to unit root-mean-square."""
+        fy = torch.fft.fftfreq(size, device=device)[:, None]
+        fx = torch.fft.rfftfreq(size, device=device)[None, :]
+        scale = (fy**2 + fx**2).sqrt().clamp(min=1 / size) ** -self.decay
+        return scale / scale.pow(2).mean().sqrt()
+
+    def forward(self) -> Tensor:
+        """Returns the ``(P, 3, H, W)`` images in [0, 1]."""
+        spectrum = torch.view_as_complex(self.spectrum) * self._scale(self._size, self.spectrum.device)
+        channels = torch.fft.irfft2(spectrum, s=(self._size, self._size), norm="ortho")
+        return _squash(torch.einsum("cd,pdhw->pchw", _COLOUR.to(channels), channels), self.squash)
+
+    @torch.no_grad()
+    def set_(self, images: Tensor) -> None:
+        size = images.shape[-1]
+        rgb = _unsquash(images, self.squash)
+        channels = torch.einsum("cd,pdhw->pchw", torch.linalg.inv(_COLOUR).to(rgb), rgb)
+        spectrum = torch.fft.rfft2(channels, norm="ortho") / self._scale(size, images.device)
+        self.spectrum = nn.Parameter(torch.view_as_real(spectrum).contiguous())
+        self._size = size
+
+    def resize_for(self, shapes: Mapping[str, torch.Size]) -> None:
+        self.spectrum = nn.Parameter(torch.empty(shapes["spectrum"], device=self._device()))
+        self._size = shapes["spectrum"][-3]
+
+
+class PyramidImage(ImageParam):
+    """A multi-resolution pyramid: a sum of tensors from 1 px to full size, squashed by ``(tanh + 1) / 2``.
+
+    Level ``i`` is a ``(P, 3, 2^i, 2^i)`` tensor (the last is the full size), weighted by ``side^-decay``
+    and bilinearly upsampled to full size before the sum, so coarse structure costs few parameters and
+    forms first (``decay > 0`` slows the fine levels, as ``1/f`` does in Fourier space). ``upsample`` adds
+    zero levels up to the new size, so the picture is kept.
+
+    Args:
+        seeds: one seed a prompt.
+        size: side in pixels.
+        std: standard deviation of each level's random start.
+        decay: the levels' weights are ``side^-decay`` (0: a plain sum).
+        squash: ``"tanh"`` (``(tanh + 1) / 2``), or ``"clamp"`` (``x + 0.5`` clamped to [0, 1]).
+    """
+
+    def __init__(
+        self, seeds: list[int], size: int, std: float = 0.1, decay: float = 0.0, squash: Squash = "tanh"
+    ) -> None:
+        super().__init__(seeds, size)
+        self.decay, self.squash = decay, squash
+        self.levels = nn.ParameterList(nn.Parameter(self._randn((3, s, s), std)) for s in _level_sizes(1, size))
+
+    def forward(self) -> Tensor:
+        """Returns the ``(P, 3, H, W)`` images in [0, 1]."""
+        total = 0
+        for level in self.levels:
+            up = level if level.shape[-1] == self._size else _resize(level, self._size)
+            total = total + up * level.shape[-1] ** -self.decay
+        return _squash(total, self.squash)
+
+    @torch.no_grad()
+    def upsample(self, size: int) -> None:
+        """Add zero levels up to ``size``; the existing levels are kept (new parameters all the same)."""
+        levels = [nn.Parameter(level.detach().clone()) for level in self.levels]
+        top = levels[-1].shape[-1]
+        for s in _level_sizes(top, size)[1:]:
+            levels.append(nn.Parameter(levels[-1].new_zeros(len(levels[-1]), 3, s, s)))
+        self.levels, self._size = nn.ParameterList(levels), size
+
+    @torch.no_grad()
+    def set_(self, images: Tensor) -> None:
+        """Zero the coarse levels and put the whole image in the finest."""
+        size = images.shape[-1]
+        finest = _unsquash(images, self.squash) * size**self.decay
+        coarse = [finest.new_zeros(len(finest), 3, s, s) for s in _level_sizes(1, size)[:-1]]
+        self.levels = nn.ParameterList(nn.Parameter(t) for t in [*coarse, finest.contiguous()])
+        self._size = size
+
+    def resize_for(self, shapes: Mapping[str, torch.Size]) -> None:
+        device = self._device()
+        ordered = sorted(shapes.items(), key=lambda kv: int(kv[0].split(".")[-1]))
+        self.levels = nn.ParameterList(nn.Parameter(torch.empty(s, device=device)) for _, s in ordered)
+        self._size = ordered[-1][1][-1]
+
+
+def _squash(x: Tensor, kind: Squash) -> Tensor:
+    """Unbounded values -> [0, 1]; ``(tanh + 1) / 2`` is ``sigmoid(2x)``."""
+    if kind == "clamp":
+        return (x + 0.5).clamp(0, 1)
+    return torch.sigmoid(2 * x if kind == "tanh" else x)
+
+
+def _unsquash(images: Tensor, kind: Squash) -> Tensor:
+    """The inverse of :func:`_squash` on ``images`` in [0, 1] (kept off 0 and 1 where it is infinite)."""
+    if kind == "clamp":
+        return images - 0.5
+    logit = torch.logit(images.clamp(_EPS, 1 - _EPS))
+    return logit / 2 if kind == "tanh" else logit
+
+
+def _level_sizes(start: int, size: int) -> list[int]:
+    """``start, 2 start, 4 start, ...`` below ``size``, then ``size`` itself."""
+    sizes = [start]
+    while sizes[-1] * 2 < size:
+        sizes.append(sizes[-1] * 2)
+    return [*sizes, size] if sizes[-1] != size else sizes
+
+
+def _resize(x: Tensor, size: int) -> Tensor:
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)

@@ -7,7 +7,7 @@ made fresh when the epoch's first batch arrives. The image is the only trainable
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
@@ -21,8 +21,11 @@ from clip_inversion.augment import Augment
 from clip_inversion.clip import CLIPSpec, FrozenCLIP, load_clip
 from clip_inversion.data import PromptBatch, step_seed
 from clip_inversion.errors import UsageError
-from clip_inversion.image import MAX_SIZE, PixelImage
-from clip_inversion.objective import Distance, clip_grad_norm_per_image_, embedding_distance, l1_norm, total_variation
+from clip_inversion.image import MAX_SIZE, ImageParam, PixelImage
+from clip_inversion.objective import Distance, clip_grad_norm_per_prompt_, embedding_distance, l1_norm, total_variation
+from clip_inversion.targets import encode_targets, load_image, parse_target
+
+ImageFactory = Callable[[list[int], int], ImageParam]
 
 
 def adam(params: Any) -> torch.optim.Optimizer:
@@ -45,6 +48,9 @@ class CLIPInversion(LightningModule):
 
     Args:
         clip: the CLIP model to invert.
+        ensemble: more CLIP models inverted together with ``clip``; the distance term is the weighted mean
+            of every model's (each encodes at its own input size with its own mean/std and tokenizer).
+        ensemble_weights: one weight per model, ``clip`` first (default: equal weights).
         steps: optimisation steps per batch of prompts.
         init_size: side of the images at the start, in pixels (a resolution schedule can grow them).
         copies: augmented copies of each image per step.
@@ -53,7 +59,10 @@ class CLIPInversion(LightningModule):
         distance: ``"l2"`` (the reference's ``||u - v||``) or ``"cosine"`` (``1 - cos``).
         tv: weight of the four-direction total variation.
         l1: weight of the L1 norm of the image.
-        grad_clip: largest gradient norm of each image; ``None`` turns clipping off.
+        grad_clip: largest gradient norm of each image's parameters; ``None`` turns clipping off.
+        image: the image parameterisation, called with the prompts' seeds and ``init_size`` (default: raw
+            pixels; ``clip_inversion.image.FourierImage`` and ``PyramidImage`` from YAML).
+        init_image: an image file every prompt starts from (resized to ``init_size``) instead of noise.
         optimizer: builds the optimizer from the image parameters (default: Adam, lr 0.1).
         scheduler: builds an optional learning-rate scheduler, stepped every step.
         fused_warp: with the reference's single random affine, warp and resize each copy to the model's input
@@ -65,6 +74,8 @@ class CLIPInversion(LightningModule):
     def __init__(
         self,
         clip: CLIPSpec | None = None,
+        ensemble: list[CLIPSpec] | None = None,
+        ensemble_weights: list[float] | None = None,
         steps: int = 300,
         init_size: int = 32,
         copies: int = 8,
@@ -73,6 +84,8 @@ class CLIPInversion(LightningModule):
         tv: float = 0.005,
         l1: float = 0.0,
         grad_clip: float | None = 1.0,
+        image: ImageFactory = PixelImage,
+        init_image: str | None = None,
         optimizer: OptimizerCallable = adam,
         scheduler: LRSchedulerCallable | None = None,
         fused_warp: bool = False,
@@ -88,12 +101,26 @@ class CLIPInversion(LightningModule):
         if grad_clip is not None and grad_clip <= 0:
             raise UsageError(f"--model.grad_clip must be positive or null, got {grad_clip}")
         check_optimizer(optimizer)
-        self.save_hyperparameters(ignore=["augmentations", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["augmentations", "optimizer", "scheduler", "image"])
         self.clip_spec = clip or CLIPSpec()
+        self.ensemble_specs = list(ensemble or [])
+        weights = ensemble_weights or [1.0] * (1 + len(self.ensemble_specs))
+        if len(weights) != 1 + len(self.ensemble_specs) or min(weights) < 0 or sum(weights) <= 0:
+            raise UsageError(
+                f"--model.ensemble_weights needs {1 + len(self.ensemble_specs)} non-negative weights "
+                f"(model.clip first, then model.ensemble) with a positive sum, got {ensemble_weights}"
+            )
+        self.weights = [w / sum(weights) for w in weights]
         self.clip: FrozenCLIP | None = None  # loaded by configure_model, after the prompts were checked
+        self.ensemble_clips = nn.ModuleList()  # model.ensemble, loaded with model.clip
+        for i in range(len(self.ensemble_specs)):  # their targets: (P, D_i) each, like `targets`
+            self.register_buffer(f"targets_{i + 1}", torch.empty(0, 0))
+        if init_image is not None:
+            load_image(init_image)  # fails now, before any model loads, if unreadable
+        self.image_factory, self.init_image = image, init_image
         self.augment = Augment(augmentations, copies)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.image = PixelImage([], init_size)
+        self.image = image([], init_size)
         self.register_buffer("targets", torch.empty(0, 0))
         # Numerical faults: the step at which each prompt's loss stopped being finite (-1: never), and a copy
         # of the image parameters at each prompt's last finite loss, restored for stopped prompts.
@@ -106,16 +133,37 @@ class CLIPInversion(LightningModule):
         """Load the frozen CLIP (Lightning calls this after the data module has read the prompts)."""
         if self.clip is None:
             self.clip = load_clip(self.clip_spec).to(self.device)
-            if self.hparams.channels_last:
-                self.clip.model.visual.to(memory_format=torch.channels_last)
-            if self.hparams.compile:
-                self.clip.model.visual.compile()
+            self.ensemble_clips.extend(load_clip(spec).to(self.device) for spec in self.ensemble_specs)
+            for clip in [self.clip, *self.ensemble_clips]:
+                if self.hparams.channels_last:
+                    clip.model.visual.to(memory_format=torch.channels_last)
+                if self.hparams.compile:
+                    clip.model.visual.compile()
+
+    def setup(self, stage: str) -> None:
+        """Check every prompt's target (weights, files) before any model loads."""
+        for batch in getattr(self.trainer.datamodule, "batches", None) or []:
+            for spec in batch.prompts:
+                parse_target(spec)
+
+    @property
+    def members(self) -> list[tuple[float, FrozenCLIP, Tensor]]:
+        """``(weight, model, (P, D) targets)`` of every model inverted, ``clip`` first."""
+        targets = [self.targets, *(getattr(self, f"targets_{i + 1}") for i in range(len(self.ensemble_clips)))]
+        return list(zip(self.weights, [self.clip, *self.ensemble_clips], targets))
 
     def start_batch(self, batch: PromptBatch) -> None:
         """Fresh images from the prompts' seeds, their text targets (encoded once) and a fresh optimizer."""
         self.prompts = batch
-        self.image = PixelImage(batch.seeds, self.hparams.init_size).to(self.device)
-        self.targets = self.clip.encode_text(batch.prompts)
+        size = self.hparams.init_size
+        self.image = self.image_factory(batch.seeds, size).to(self.device)
+        if self.init_image is not None:
+            start = load_image(self.init_image)[None].to(self.device)
+            start = torch.nn.functional.interpolate(start, size=(size, size), mode="bicubic", antialias=True)
+            self.image.set_(start.clamp(0, 1).expand(len(batch.seeds), -1, -1, -1))
+        self.targets = encode_targets(self.clip, batch.prompts)
+        for i, clip in enumerate(self.ensemble_clips):
+            setattr(self, f"targets_{i + 1}", encode_targets(clip, batch.prompts))
         self.nonfinite_step = torch.full((len(batch),), -1, dtype=torch.long, device=self.device)
         self.trainer.strategy.setup_optimizers(self.trainer)
 
@@ -130,14 +178,20 @@ class CLIPInversion(LightningModule):
     def per_prompt_loss(self, seeds: list[int] | None = None) -> dict[str, Tensor]:
         """The objective's terms for the current images, each ``(P,)``; ``seeds`` seed each prompt's copies."""
         images = self.image()
-        if self.hparams.fused_warp and self.augment.fusable:
+        if self.hparams.fused_warp and self.augment.fusable and not self.ensemble_clips:
+            # one model: warp and resize to its input size in one sampling (an ensemble resizes per member)
             views = self.augment.warp_to(images, self.clip.image_size, seeds)
         else:
             views = self.augment(images, seeds)
         if self.hparams.channels_last:
             views = views.contiguous(memory_format=torch.channels_last)
-        emb = self.clip.encode_image(views).view(len(images), self.augment.copies, -1)
-        terms = {"distance": embedding_distance(emb, self.targets, self.hparams.distance)}
+        terms = {"distance": 0}
+        for i, (weight, clip, targets) in enumerate(self.members):
+            emb = clip.encode_image(views).view(len(images), self.augment.copies, -1)
+            distance = embedding_distance(emb, targets, self.hparams.distance)
+            terms["distance"] = terms["distance"] + weight * distance
+            if len(self.weights) > 1:
+                terms[f"distance_{i}"] = distance  # each member's, for the logs
         if self.hparams.tv:
             terms["tv"] = total_variation(images)
         if self.hparams.l1:
@@ -197,7 +251,7 @@ class CLIPInversion(LightningModule):
         try:
             yield
         except torch.OutOfMemoryError as e:
-            prompts, size = len(self.image.pixels), self.image.size
+            prompts, size = len(self.image.seeds), self.image.size
             raise UsageError(
                 f"out of {self.device.type} memory inverting {prompts} prompts x {self.augment.copies} copies "
                 f"({size} px images): lower --data.batch_size (now {prompts}) or --model.copies "
@@ -205,8 +259,9 @@ class CLIPInversion(LightningModule):
             ) from e
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
-        if self.hparams.grad_clip is not None and self.image.pixels.grad is not None:
-            clip_grad_norm_per_image_(self.image.pixels.grad, self.hparams.grad_clip)
+        grads = [p.grad for p in self.image.parameters() if p.grad is not None]
+        if self.hparams.grad_clip is not None and grads:
+            clip_grad_norm_per_prompt_(grads, self.hparams.grad_clip)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -225,14 +280,17 @@ class CLIPInversion(LightningModule):
 
     @torch.no_grad()
     def cosine(self) -> Tensor:
-        """``(P,)`` cosine between each un-augmented image and its prompt, under the inverted model."""
-        return (self.clip.encode_image(self.image()) * self.targets).sum(dim=1)
+        """``(P,)`` cosine between each un-augmented image and its target, under the inverted model (the weighted
+        mean over an ensemble's models)."""
+        images = self.image()
+        return sum(w * (clip.encode_image(images) * targets).sum(dim=1) for w, clip, targets in self.members)
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
         """The image and the targets; the frozen CLIP is reloaded from its spec, not stored in checkpoints."""
         state = super().state_dict(*args, **kwargs)
         prefix = kwargs.get("prefix", "")
-        return type(state)((k, v) for k, v in state.items() if not k.startswith(f"{prefix}clip."))
+        frozen = (f"{prefix}clip.", f"{prefix}ensemble_clips.")
+        return type(state)((k, v) for k, v in state.items() if not k.startswith(frozen))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["prompts"] = asdict(self.prompts) if self.prompts else None
@@ -240,8 +298,9 @@ class CLIPInversion(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Take the checkpoint's shapes (the image may have been upsampled) before its tensors load."""
         state = checkpoint["state_dict"]
-        self.image.resize_for(state["image.pixels"].shape)
-        self.targets = torch.empty_like(state["targets"])
+        self.image.resize_for({k.removeprefix("image."): v.shape for k, v in state.items() if k.startswith("image.")})
+        for name in ("targets", *(f"targets_{i + 1}" for i in range(len(self.ensemble_specs)))):
+            setattr(self, name, torch.empty_like(state[name]))
         self.prompts = PromptBatch(**checkpoint["prompts"]) if checkpoint.get("prompts") else None
         self.nonfinite_step = torch.full((len(state["targets"]),), -1, dtype=torch.long, device=self.device)
 

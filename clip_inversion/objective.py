@@ -77,5 +77,25 @@ def clip_grad_norm_per_image_(grad: Tensor, max_norm: float) -> Tensor:
     return norms
 
 
+def clip_grad_norm_per_prompt_(grads: list[Tensor], max_norm: float) -> Tensor:
+    """Scale each prompt's gradients, over all of its parameters together, to a norm of at most ``max_norm``.
+
+    For a single ``(P, ...)`` tensor it is :func:`clip_grad_norm_per_image_`; for parameterisations made of
+    several tensors (a pyramid's levels) a prompt's norm is taken over all of them.
+
+    Args:
+        grads: gradients, each ``(P, ...)`` with the prompts first; changed in place.
+        max_norm: the largest norm allowed.
+
+    Returns:
+        ``(P,)`` norms before clipping.
+    """
+    norms = torch.stack([g.flatten(1).pow(2).sum(dim=1) for g in grads]).sum(dim=0).sqrt()
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.view(-1, *([1] * (g.ndim - 1))).to(g.dtype))
+    return norms
+
+
 def _unit(x: Tensor) -> Tensor:
     return x / x.norm(dim=-1, keepdim=True)

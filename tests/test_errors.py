@@ -80,6 +80,12 @@ CASES = [
     case("unsafe-id", "{tmp}/p.jsonl:1: id '../x' must be", **prompts_file("p.jsonl", '{"prompt": "a", "id": "../x"}')),
     case("duplicate-id", "id 'a' is used twice", **prompts_file("p.jsonl", '{"prompt": "x", "id": "a"}\n{"prompt": "y", "id": "a"}')),
     case("bad-seed", "{tmp}/p.csv:2: seed 'x' is not an integer", **prompts_file("p.csv", "prompt,seed\na,x\n")),
+    case("target-empty-term", "target 'a red star |': an empty term", ["--data.prompts=[a red star | ]"]),
+    case("target-only-negative", "target 'blue:-1': needs at least one term with a positive weight", ["--data.prompts=['blue:-1']"]),
+    case("target-file-missing", "target '{tmp}/cat.png': no image file '{tmp}/cat.png'", ["--data.prompts=[{tmp}/cat.png]"]),
+    case("target-embedding-damaged", "cannot load the embedding '{tmp}/e.npy': the file is damaged",
+         ["--data.prompts=['a star | {tmp}/e.npy:0.5']"], {"e.npy": "not an array"}),
+    case("init-image-unreadable", "cannot read image '{tmp}/start.png'", ["--model.init_image={tmp}/start.png"], {"start.png": "not a PNG"}),
     # models and weights
     case("unknown-model", "unknown model name 'ViT-B-61' (--model.clip.model_name). Did you mean", ["--model.clip.model_name=ViT-B-61"]),
     case("unknown-tag", "--model.clip.pretrained='no-such-tag' is neither a file nor a pretrained tag of ViT-B-16",
@@ -124,7 +130,7 @@ CASES = [
 ]  # fmt: skip
 # The cases about the model itself are found by loading it; every other one fails before any model loads.
 MODEL_CASES = {"unknown-model", "unknown-tag", "tag-not-available-offline", "local-dir-without-config"}
-MODEL_CASES |= {"damaged-weights", "mismatched-weights", "malicious-weights"}
+MODEL_CASES |= {"damaged-weights", "mismatched-weights", "malicious-weights", "target-embedding-damaged"}
 RECOVERIES = {  # documented behaviours that are not errors, each with its own test below
     "long-prompt": "test_a_prompt_longer_than_the_context_is_truncated_with_a_warning_naming_it",
     "more-ranks-than-prompts": "test_more_ranks_than_prompts_pad_without_writing_twice",
