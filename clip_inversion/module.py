@@ -7,7 +7,8 @@ made fresh when the epoch's first batch arrives. The image is the only trainable
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
@@ -64,6 +65,10 @@ class CLIPInversion(LightningModule):
         init_image: an image file every prompt starts from (resized to ``init_size``) instead of noise.
         optimizer: builds the optimizer from the image parameters (default: Adam, lr 0.1).
         scheduler: builds an optional learning-rate scheduler, stepped every step.
+        fused_warp: with the reference's single random affine, warp and resize each copy to the model's input
+            size in one sampling (faster; see ``Augment.warp_to``). Other pipelines ignore it.
+        channels_last: run the image tower in channels-last memory format (faster for convolutional towers).
+        compile: ``torch.compile`` the image tower (see docs/benchmarks.md for when it pays).
     """
 
     def __init__(
@@ -83,6 +88,9 @@ class CLIPInversion(LightningModule):
         init_image: str | None = None,
         optimizer: OptimizerCallable = adam,
         scheduler: LRSchedulerCallable | None = None,
+        fused_warp: bool = False,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         for name, value, least in (("steps", steps, 1), ("init_size", init_size, 8), ("tv", tv, 0), ("l1", l1, 0)):
@@ -126,6 +134,11 @@ class CLIPInversion(LightningModule):
         if self.clip is None:
             self.clip = load_clip(self.clip_spec).to(self.device)
             self.ensemble_clips.extend(load_clip(spec).to(self.device) for spec in self.ensemble_specs)
+            for clip in [self.clip, *self.ensemble_clips]:
+                if self.hparams.channels_last:
+                    clip.model.visual.to(memory_format=torch.channels_last)
+                if self.hparams.compile:
+                    clip.model.visual.compile()
 
     def setup(self, stage: str) -> None:
         """Check every prompt's target (weights, files) before any model loads."""
@@ -165,7 +178,13 @@ class CLIPInversion(LightningModule):
     def per_prompt_loss(self, seeds: list[int] | None = None) -> dict[str, Tensor]:
         """The objective's terms for the current images, each ``(P,)``; ``seeds`` seed each prompt's copies."""
         images = self.image()
-        views = self.augment(images, seeds)
+        if self.hparams.fused_warp and self.augment.fusable and not self.ensemble_clips:
+            # one model: warp and resize to its input size in one sampling (an ensemble resizes per member)
+            views = self.augment.warp_to(images, self.clip.image_size, seeds)
+        else:
+            views = self.augment(images, seeds)
+        if self.hparams.channels_last:
+            views = views.contiguous(memory_format=torch.channels_last)
         terms = {"distance": 0}
         for i, (weight, clip, targets) in enumerate(self.members):
             emb = clip.encode_image(views).view(len(images), self.augment.copies, -1)
@@ -182,11 +201,14 @@ class CLIPInversion(LightningModule):
 
     def training_step(self, batch: PromptBatch, batch_idx: int) -> Tensor:
         # Each prompt's augmentations come from its own seed and the step: a prompt rerun alone sees the same.
-        terms = self.per_prompt_loss([step_seed(seed, batch_idx) for seed in batch.seeds])
+        with self._explain_oom():
+            terms = self.per_prompt_loss([step_seed(seed, batch_idx) for seed in batch.seeds])
         running = self.track_nonfinite(terms["loss"].detach(), batch_idx + 1)
-        size = len(batch.ids)
-        for name, value in terms.items():
-            self.log(f"train/{name}", value.detach().nanmean(), batch_size=size, prog_bar=name == "loss")
+        # Logging reads the values back to the host (a device sync): only on the steps the logger records.
+        if self.trainer._logger_connector.should_update_logs or batch_idx + 1 == self.hparams.steps:
+            size = len(batch.ids)
+            for name, value in terms.items():
+                self.log(f"train/{name}", value.detach().nanmean(), batch_size=size, prog_bar=name == "loss")
         # A sum, not a mean: each prompt's gradient is what it would be alone. Stopped prompts add nothing.
         return torch.where(running, terms["loss"], 0).sum()
 
@@ -218,6 +240,23 @@ class CLIPInversion(LightningModule):
         for param in self.image.parameters():
             if param.grad is not None:  # a stopped prompt's gradient may be NaN: it must not reach the optimizer
                 param.grad.masked_fill_(_per_image(stopped, param), 0)
+
+    def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        with self._explain_oom():
+            super().backward(loss, *args, **kwargs)
+
+    @contextmanager
+    def _explain_oom(self) -> Iterator[None]:
+        """Turn running out of device memory into a :class:`UsageError` that names the settings to lower."""
+        try:
+            yield
+        except torch.OutOfMemoryError as e:
+            prompts, size = len(self.image.seeds), self.image.size
+            raise UsageError(
+                f"out of {self.device.type} memory inverting {prompts} prompts x {self.augment.copies} copies "
+                f"({size} px images): lower --data.batch_size (now {prompts}) or --model.copies "
+                f"(now {self.augment.copies}); docs/benchmarks.md lists what fits"
+            ) from e
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
         grads = [p.grad for p in self.image.parameters() if p.grad is not None]

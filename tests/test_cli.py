@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -207,4 +208,48 @@ def test_every_augmentation_can_be_switched_on_from_yaml(tmp_path):
         "RandomGaussianNoise",
     ]
     assert [t.p for t in cli.model.augment.transforms] == [0.5, 1.0, 0.5, 0.5, 0.5, 0.5]
+    assert (tmp_path / "manifest.jsonl").is_file()
+
+
+def test_out_of_memory_names_the_settings_to_lower(monkeypatch, capsys):
+    from clip_inversion.clip import FrozenCLIP
+
+    def out_of_memory(self, images):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(FrozenCLIP, "encode_image", out_of_memory)
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.logger=false", "--model.steps=2"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("clip-inversion: error: out of cpu memory inverting 6 prompts x 8 copies")
+    assert "--data.batch_size (now 6)" in err and "--model.copies (now 8)" in err
+
+
+def test_fast_settings_run_and_log_only_on_logging_steps(tmp_path, monkeypatch):
+    from clip_inversion.module import CLIPInversion
+
+    logged = []
+    original = CLIPInversion.log
+    monkeypatch.setattr(
+        CLIPInversion, "log", lambda self, name, *a, **k: (logged.append(name), original(self, name, *a, **k))
+    )
+    cli = run(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "quickstart.yaml"),
+            "--config",
+            str(CONFIGS / "fast.yaml"),
+            "--model.steps=7",
+            "--trainer.log_every_n_steps=3",
+            "--data.prompts=[a red circle, a blue star]",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    # steps 3 and 6 (the logger's) and 7 (the last), one value a term; the cosine callback logs its own
+    assert logged.count("train/loss") == 3 and logged.count("train/distance") == 3
+    assert cli.trainer.logged_metrics["train/loss"].dtype == torch.float32  # the objective stays fp32 in bf16
+    assert cli.model.hparams.fused_warp and cli.model.augment.fusable and cli.trainer.precision == "bf16-mixed"
     assert (tmp_path / "manifest.jsonl").is_file()

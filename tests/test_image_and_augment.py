@@ -65,3 +65,40 @@ def test_color_shift_changes_colour_per_image():
     means = shifted.mean(dim=(2, 3))
     assert not torch.allclose(means[0], means[1])
     assert torch.equal(RandomColorShift(shift=0.2, p=0.0)(images), images)
+
+
+def smooth_images(n: int, size: int) -> torch.Tensor:
+    """``(n, 3, size, size)`` low-frequency images, where bilinear and bicubic upsampling nearly agree."""
+    coarse = torch.rand(n, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    return torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def test_fused_warp_draws_the_same_warps_as_the_pipeline():
+    augment = Augment(copies=8)  # the reference affine
+    assert augment.fusable
+    images, seeds = torch.rand(3, 3, 32, 32), [4, 5, 6]
+    # at the image's own size: exactly the pipeline's warp (same draws, same kernel), whatever the image
+    fused = augment.warp_to(images, (32, 32), seeds)
+    assert fused.shape == (24, 3, 32, 32)
+    assert torch.allclose(fused, augment(images, seeds), atol=1e-4)
+    assert (augment.warp_to(images, (32, 32), [7, 8, 9]) - fused).abs().mean() > 0.05  # other draws differ
+    # to a larger model size: warping then resizing, up to the upsampling kernel (bilinear, not bicubic)
+    smooth = smooth_images(3, 32)
+    resized = torch.nn.functional.interpolate(augment(smooth, seeds), size=(48, 48), mode="bicubic")
+    assert (augment.warp_to(smooth, (48, 48), seeds) - resized).abs().mean() < 0.01
+    # a prompt alone draws what it drew in its batch
+    alone = augment.warp_to(images[1:2], (48, 48), seeds[1:2])
+    assert torch.equal(alone, augment.warp_to(images, (48, 48), seeds)[8:16])
+
+
+def test_fused_warp_applies_only_to_a_lone_random_affine():
+    assert not Augment([], copies=2).fusable
+    assert not Augment([K.RandomAffine(10, same_on_batch=True)], copies=2).fusable
+    assert not Augment([K.RandomAffine(10), RandomColorShift()], copies=2).fusable
+
+
+def test_fused_warp_passes_gradients_to_every_pixel():
+    augment = Augment([K.RandomAffine(degrees=30, scale=(0.7, 1.2), p=1.0, padding_mode="border")], copies=4)
+    images = torch.rand(2, 3, 16, 16, requires_grad=True)
+    augment.warp_to(images, (24, 24)).sum().backward()
+    assert images.grad.shape == images.shape and images.grad.abs().sum() > 0

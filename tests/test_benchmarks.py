@@ -1,0 +1,31 @@
+"""The speed suite's rows run (tiny settings, CPU): the GPU case is the same code, not dead code."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SPEED = Path(__file__).parents[1] / "benchmarks" / "speed.py"
+
+
+@pytest.fixture(scope="module")
+def speed():
+    spec = importlib.util.spec_from_file_location("speed", SPEED)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("row", ["a-anomaly", "b", "c"])
+def test_every_kind_of_row_runs_and_reports_its_times(speed, row, tmp_path):
+    args = ["--steps", "4", "--warmup", "1", "--copies", "2", "--schedule", "0:16,2:24", "--prompts", "1"]
+    args += ["--fast-batch", "2", "--fast-precision", "bf16-mixed", f"--run-dir={tmp_path}", "--child", row]
+    result = speed.child(speed.parse_args(args))
+    assert result["prompts"] == result["batch"] == (2 if row == "c" else 1)
+    assert 0 < result["step_s"] < result["total_s"] and result["peak"] > 0
+
+
+def test_flop_count_and_matmul_peak(speed):
+    flops = speed.step_flops(speed.parse_args(["--model", "toy-subject"]))
+    assert 1e7 < flops < 1e9  # the toy ResNet at 64 px: forward and input gradient of one image
+    assert speed.matmul_peak("cpu", 64) > 0
