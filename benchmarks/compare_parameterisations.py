@@ -25,7 +25,7 @@ from clip_inversion.toyworld.evaluate import judge_run
 
 ROOT = Path(__file__).parents[1]
 # A second subject, trained by `clip-inversion-train-toy fit --config configs/toy/subject-b.yaml` (not shipped yet).
-ENSEMBLE = [f"--model.ensemble=[{{model_name: 'local-dir:{ROOT}/clip_inversion/toyworld/models/toy-subject-b'}}]"]
+ENSEMBLE = ["--model.ensemble=[{model_name: toy-subject-b}]"]
 
 # Learning rates are per parameterisation: the same Adam step moves raw pixels, Fourier coefficients and
 # pyramid levels by very different amounts in the image.

@@ -29,7 +29,9 @@ from torch import Tensor, nn
 from clip_inversion.errors import UsageError, describe_load_error
 from clip_inversion.toyworld import MODELS, register_model_configs
 
-BUNDLED: dict[str, Path] = {name: MODELS / name for name in ("toy-subject", "toy-judge", "toy-biased-subject")}
+BUNDLED: dict[str, Path] = {
+    name: MODELS / name for name in ("toy-subject", "toy-subject-b", "toy-judge", "toy-biased-subject")
+}
 
 log = logging.getLogger(__name__)
 

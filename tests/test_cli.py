@@ -211,7 +211,7 @@ def test_every_augmentation_can_be_switched_on_from_yaml(tmp_path):
     assert (tmp_path / "manifest.jsonl").is_file()
 
 
-def test_out_of_memory_names_the_settings_to_lower(monkeypatch, capsys):
+def test_out_of_memory_names_the_settings_to_lower(tmp_path, monkeypatch, capsys):
     from clip_inversion.clip import FrozenCLIP
 
     def out_of_memory(self, images):
@@ -219,7 +219,16 @@ def test_out_of_memory_names_the_settings_to_lower(monkeypatch, capsys):
 
     monkeypatch.setattr(FrozenCLIP, "encode_image", out_of_memory)
     with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.logger=false", "--model.steps=2"])
+        main(
+            [
+                "fit",
+                "--config",
+                str(CONFIGS / "quickstart.yaml"),
+                "--trainer.logger=false",
+                "--model.steps=2",
+                f"--trainer.default_root_dir={tmp_path}",
+            ]
+        )
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("clip-inversion: error: out of cpu memory inverting 6 prompts x 8 copies")

@@ -13,7 +13,7 @@ from clip_inversion.toyworld.evaluate import zero_shot_accuracy
 from clip_inversion.toyworld.world import ShapeWorld
 
 
-@pytest.mark.parametrize("name", ["toy-subject", "toy-judge"])
+@pytest.mark.parametrize("name", ["toy-subject", "toy-subject-b", "toy-judge"])
 def test_shipped_model_meets_the_accuracy_bars(name):
     clip = load_clip(CLIPSpec(name))
     # A few hundred fresh held-out scenes (seed and caption template never seen in training).
@@ -27,7 +27,7 @@ def test_biased_subject_still_sees_the_unbiased_world():
     assert acc["colour"] >= 0.97 and acc["shape"] >= 0.80 and acc["caption"] >= 0.80, acc
 
 
-@pytest.mark.parametrize("name", ["toy-subject", "toy-judge", "toy-biased-subject"])
+@pytest.mark.parametrize("name", ["toy-subject", "toy-subject-b", "toy-judge", "toy-biased-subject"])
 def test_shipped_model_is_small_fp16_local_dir(name):
     files = {p.name: p for p in BUNDLED[name].iterdir()}
     assert set(files) == {"open_clip_config.json", "open_clip_model.safetensors"}
@@ -39,8 +39,11 @@ def test_shipped_model_is_small_fp16_local_dir(name):
 
 
 def test_subject_and_judge_differ_in_architecture():
-    configs = [json.loads((BUNDLED[n] / "open_clip_config.json").read_text())["model_cfg"] for n in BUNDLED]
-    assert configs[0]["vision_cfg"] != configs[1]["vision_cfg"]
+    subject, judge = (
+        json.loads((BUNDLED[n] / "open_clip_config.json").read_text())["model_cfg"]
+        for n in ("toy-subject", "toy-judge")
+    )
+    assert subject["vision_cfg"] != judge["vision_cfg"]
 
 
 def test_the_same_weights_load_through_every_public_path(tmp_path, subject):
