@@ -251,8 +251,8 @@ def run_experiment(experiment: Experiment) -> Path:
     return write_report(experiment, run_dirs, scores, probes)
 
 
-def main(args: list[str] | None = None) -> Path:
-    """Entry point of ``clip-inversion-experiment``."""
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``clip-inversion-experiment``: prints the report's ``summary.md`` path."""
     parser = argparse.ArgumentParser(description="Run an experiment: invert, score with a judge, write a report.")
     parser.add_argument("--config", required=True, help="experiment YAML (configs/experiments/*.yaml)")
     parser.add_argument("--root", help="output directory (overrides the file's root)")
@@ -261,9 +261,7 @@ def main(args: list[str] | None = None) -> Path:
     ns = parser.parse_args(args)
     experiment = Experiment.from_yaml(ns.config, root=ns.root, seeds=ns.seeds)
     experiment.args = [*experiment.args, *ns.args]
-    report = run_experiment(experiment)
-    print(report / "summary.md")
-    return report
+    print(run_experiment(experiment) / "summary.md")
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ def model_dir(root: str | Path, model: str) -> Path:
     return Path(root) / safe_name(model.replace("@", "-"), max_length=80)
 
 
-def main(args: list[str] | None = None) -> dict[str, Path]:
-    """Entry point of ``clip-inversion-sweep``; returns each model's run directory."""
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``clip-inversion-sweep``: prints each model's run directory as it finishes."""
     parser = argparse.ArgumentParser(description="Invert the same prompts with each model of a sweep.")
     parser.add_argument("--config", action="append", default=[], help="YAML configs, as for clip-inversion fit")
     parser.add_argument("--sweep.models", dest="models", nargs="+", help="NAME or NAME@TAG_OR_FILE, one a model")
@@ -52,13 +52,11 @@ def main(args: list[str] | None = None) -> dict[str, Path]:
     if not sweep["models"]:
         parser.error("no models: give sweep.models in a config or --sweep.models")
     configs = [a for path in ns.config for a in ("--config", path)]
-    run_dirs = {}
     for model in sweep["models"]:
-        run_dirs[model] = model_dir(sweep["root"], model)
-        chosen = [*model_args(model), f"--trainer.default_root_dir={run_dirs[model]}"]
+        run_dir = model_dir(sweep["root"], model)
+        chosen = [*model_args(model), f"--trainer.default_root_dir={run_dir}"]
         fit(["fit", *configs, *rest, "--sweep.models=null", *chosen])
-        print(f"{model}: {run_dirs[model]}", flush=True)
-    return run_dirs
+        print(f"{model}: {run_dir}", flush=True)
 
 
 if __name__ == "__main__":

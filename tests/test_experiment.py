@@ -1,7 +1,9 @@
 import csv
+import sys
 from pathlib import Path
 
 import open_clip
+import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -16,7 +18,7 @@ def read_csv(path: Path) -> list[dict]:
     return list(csv.DictReader(path.read_text().splitlines()))
 
 
-def test_an_experiment_inverts_scores_probes_and_reports(tmp_path):
+def test_an_experiment_inverts_scores_probes_and_reports(tmp_path, capsys):
     experiment = tmp_path / "tiny.yaml"
     experiment.write_text(
         "name: tiny\n"
@@ -28,8 +30,11 @@ def test_an_experiment_inverts_scores_probes_and_reports(tmp_path):
         f"attributes: [{ROOT / 'configs' / 'attributes' / 'colour.yaml'}]\n"
         "control: toy-subject\n"
     )
-    report = main(["--config", str(experiment), "--root", str(tmp_path / "run")])
-    assert report == tmp_path / "run" / "report"
+    report = tmp_path / "run" / "report"
+    with pytest.raises(SystemExit) as done:  # as the console script calls it: a clean exit, status 0
+        sys.exit(main(["--config", str(experiment), "--root", str(tmp_path / "run")]))
+    assert done.value.code is None
+    assert capsys.readouterr().out.strip().endswith(str(report / "summary.md"))
     scores = read_csv(report / "scores.csv")
     assert [(r["model"], r["prompt"]) for r in scores] == [
         (m, p) for m in ("toy-subject", "toy-judge") for p in ("a red star", "a blue circle", "all")
@@ -50,8 +55,8 @@ def test_an_experiment_inverts_scores_probes_and_reports(tmp_path):
     (events,) = (report / "tensorboard").glob("events.out.tfevents.*")
     tags = EventAccumulator(str(events)).Reload().Tags()
     assert tags["images"] == ["tiny/contact-sheet"] and "tiny/judge_accuracy" in tags["scalars"]
-    rerun = main(["--config", str(experiment), "--root", str(tmp_path / "run")])  # resumes: nothing to redo
-    assert read_csv(rerun / "scores.csv") == scores
+    main(["--config", str(experiment), "--root", str(tmp_path / "run")])  # resumes: nothing to redo
+    assert read_csv(report / "scores.csv") == scores
 
 
 def test_shipped_experiments_name_real_files_models_and_tags():

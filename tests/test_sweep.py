@@ -115,13 +115,18 @@ def test_ckpt_path_last_resumes_in_the_middle_of_a_batch(tmp_path):
 
 def test_model_sweep_from_one_config_groups_outputs_by_model(tmp_path, capsys):
     from clip_inversion.sweep import main as sweep
+    from clip_inversion.sweep import model_dir
 
     sweep_config = tmp_path / "sweep.yaml"
     sweep_config.write_text(f"sweep:\n  models: [toy-subject, toy-judge]\n  root: {tmp_path / 'models'}\n")
     common = ["--config", str(CONFIGS / "quickstart.yaml"), "--config", str(sweep_config)]
-    run_dirs = sweep([*common, "--model.steps=2", "--data.prompts=[a red star]", "--trainer.enable_progress_bar=false"])
-    assert set(run_dirs) == {"toy-subject", "toy-judge"}
-    for model, run_dir in run_dirs.items():
+    with pytest.raises(SystemExit) as done:  # as the console script calls it: a clean exit, status 0
+        sys.exit(sweep([*common, "--model.steps=2", "--data.prompts=[a star]", "--trainer.enable_progress_bar=false"]))
+    assert done.value.code is None
+    printed = capsys.readouterr().out
+    for model in ("toy-subject", "toy-judge"):
+        run_dir = model_dir(tmp_path / "models", model)
+        assert f"{model}: {run_dir}" in printed
         (record,) = [json.loads(line) for line in (run_dir / "manifest.jsonl").read_text().splitlines()]
         assert record["model"] == model and (run_dir / record["image"]).is_file()
     # the same config with plain fit is refused rather than silently inverting one model
