@@ -16,15 +16,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
-import time
-from pathlib import Path
 
-from clip_inversion.cli import run
-from clip_inversion.toyworld.evaluate import judge_run
+from toy_judge import ROOT, cell, judge_world  # benchmarks/ is on the path when a script of it runs
 
-ROOT = Path(__file__).parents[1]
-# A second subject, trained by `clip-inversion-train-toy fit --config configs/toy/subject-b.yaml` (not shipped yet).
+# The second subject, shipped, trained by `clip-inversion-train-toy fit --config configs/toy/subject-b.yaml`.
 ENSEMBLE = ["--model.ensemble=[{model_name: toy-subject-b}]"]
 
 # Learning rates are per parameterisation: the same Adam step moves raw pixels, Fourier coefficients and
@@ -60,45 +55,20 @@ def main() -> None:
     args = parser.parse_args()
     print("| setting | colour | colour and shape | judge cosine | s/step |")
     print("| --- | --- | --- | --- | --- |")
+    # The schedule alone, scaled to the steps: no checkpoints or progress images in a benchmark.
+    schedule = (
+        "--trainer.callbacks=[{class_path: clip_inversion.callbacks.ResolutionSchedule, "
+        f"init_args: {{milestones: {{{args.steps // 2}: 64}}}}}}]"
+    )
     for name in args.only or SETTINGS:
-        scores, seconds = [], []
-        for seed in args.seeds:
-            with tempfile.TemporaryDirectory() as run_dir:
-                start = time.perf_counter()
-                run(
-                    [
-                        "fit",
-                        "--config",
-                        str(ROOT / "configs" / "quickstart.yaml"),
-                        "--data.prompts=null",
-                        f"--data.prompts_file={ROOT / 'configs' / 'prompts' / 'toy-world.txt'}",
-                        "--data.batch_size=15",
-                        f"--data.seed={seed}",
-                        f"--model.steps={args.steps}",
-                        # the schedule alone: no checkpoints or progress images in a benchmark
-                        f"--trainer.callbacks=[{{class_path: clip_inversion.callbacks.ResolutionSchedule, "
-                        f"init_args: {{milestones: {{{args.steps // 2}: 64}}}}}}]",
-                        f"--trainer.default_root_dir={run_dir}",
-                        "--trainer.enable_progress_bar=false",
-                        "--trainer.logger=false",
-                        *SETTINGS[name],
-                        *args.overrides,
-                    ]
-                )
-                seconds.append((time.perf_counter() - start) / (2 * args.steps))
-                scores.append(judge_run(run_dir))
+        settings = [f"--model.steps={args.steps}", schedule, *SETTINGS[name], *args.overrides]
+        runs = [judge_world(seed, ROOT / "configs" / "quickstart.yaml", settings) for seed in args.seeds]
+        scores, seconds = [r[0] for r in runs], [r[1] / (2 * args.steps) for r in runs]
         print(
-            f"| {name} | {_cell(scores, 'colour', True)} | {_cell(scores, 'caption', True)} "
-            f"| {_cell(scores, 'judge_cosine', False)} | {statistics.mean(seconds):.2f} |",
+            f"| {name} | {cell(scores, 'colour', True)} | {cell(scores, 'caption', True)} "
+            f"| {cell(scores, 'judge_cosine', False, decimals=3)} | {statistics.mean(seconds):.2f} |",
             flush=True,
         )
-
-
-def _cell(scores: list[dict[str, float]], key: str, percent: bool) -> str:
-    values = [s[key] * (100 if percent else 1) for s in scores]
-    fmt = "{:.0f}" if percent else "{:.3f}"
-    spread = f" ({fmt.format(min(values))}-{fmt.format(max(values))})" if len(values) > 1 else ""
-    return fmt.format(statistics.mean(values)) + ("%" if percent else "") + spread
 
 
 if __name__ == "__main__":
