@@ -37,7 +37,7 @@ from clip_inversion.api import read_manifest
 from clip_inversion.cli import main as fit
 from clip_inversion.clip import CLIPSpec
 from clip_inversion.data import read_prompts
-from clip_inversion.metrics import as_judge, score_images
+from clip_inversion.metrics import as_judge, mean_subject_cosine, score_images
 from clip_inversion.probes import AttributeSet, compare, probe, wilson_interval
 from clip_inversion.report import grid_sheet
 from clip_inversion.rundir import safe_name
@@ -124,12 +124,12 @@ def score(experiment: Experiment, run_dirs: dict[str, Path]) -> tuple[list[dict]
         inversions = [inv for inv in read_manifest(run_dir) if inv.prompt in experiment.prompts]
         images, prompts = torch.stack([inv.image for inv in inversions]), [inv.prompt for inv in inversions]
         result = score_images(images, prompts, judge, candidates)
-        subject = {p: [inv.record["cosine"] for inv in inversions if inv.prompt == p] for p in result["per_prompt"]}
+        subject = {p: [inv.record for inv in inversions if inv.prompt == p] for p in result["per_prompt"]}
         for prompt, values in result["per_prompt"].items():
             scores.append({"model": model, "prompt": prompt, **_rounded(values), **_subject(subject[prompt])})
         everything = {"images": len(prompts), "judge_cosine": result["judge_cosine"]}
         everything["judge_accuracy"] = result["judge_accuracy"]
-        all_subject = _subject([c for cs in subject.values() for c in cs])
+        all_subject = _subject([r for records in subject.values() for r in records])
         scores.append({"model": model, "prompt": "all", **_rounded(everything), **all_subject})
         for attribute_set in attributes:
             probes += probe(images, prompts, attribute_set, judge, label=model)
@@ -143,8 +143,8 @@ def _rounded(values: dict) -> dict:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()}
 
 
-def _subject(cosines: list[float]) -> dict:
-    return {"subject_cosine": round(sum(cosines) / len(cosines), 4)}
+def _subject(records: list[dict]) -> dict:
+    return {"subject_cosine": round(mean_subject_cosine(records), 4)}
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -187,6 +187,13 @@ def score_images(
     }
 
 
+def mean_subject_cosine(records: Iterable[dict]) -> float:
+    """Mean cosine under the inverted model, as manifest records give it; a prompt stopped by a non-finite
+    loss may have none (``null``) and is left out. NaN when no record has one."""
+    values = [r["cosine"] for r in records if r.get("cosine") is not None]
+    return sum(values) / len(values) if values else float("nan")
+
+
 def score_run(
     run_dir: str | Path,
     judge: FrozenCLIP | CLIPSpec | str | None = None,
@@ -201,7 +208,7 @@ def score_run(
         raise ValueError(f"{run_dir}: no finished image in manifest.jsonl")
     images = torch.stack([inv.image for inv in inversions])
     scores = score_images(images, [inv.prompt for inv in inversions], judge, candidates)
-    scores["subject_cosine"] = sum(inv.record["cosine"] for inv in inversions) / len(inversions)
+    scores["subject_cosine"] = mean_subject_cosine(inv.record for inv in inversions)
     scores["images"] = len(inversions)
     return scores
 

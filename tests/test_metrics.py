@@ -1,11 +1,12 @@
 import json
+import math
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from clip_inversion.cli import run
-from clip_inversion.metrics import JudgeCosine, ZeroShotAccuracy, score_run
+from clip_inversion.metrics import JudgeCosine, ZeroShotAccuracy, mean_subject_cosine, score_run
 from clip_inversion.rundir import append_records, atomic_save_image
 from clip_inversion.toyworld.evaluate import judge_run, world_levels
 from clip_inversion.toyworld.world import ShapeWorld
@@ -72,6 +73,12 @@ def test_a_finished_run_directory_is_scored(tmp_path, judge, scenes):
     toy = judge_run(tmp_path)
     assert toy["colour"] == 1 and toy["images"] == 6
     assert toy["judge_cosine"] == pytest.approx(scores["judge_cosine"], abs=1e-5)
+
+
+def test_a_prompt_stopped_without_a_cosine_is_left_out_of_the_subject_mean():
+    # a prompt whose loss was not finite may record "cosine": null in the manifest
+    assert mean_subject_cosine([{"cosine": 0.5}, {"cosine": None}, {"cosine": 0.7}]) == pytest.approx(0.6)
+    assert math.isnan(mean_subject_cosine([{"cosine": None}]))
 
 
 def test_judge_scores_are_logged_to_tensorboard_during_a_run(tmp_path):

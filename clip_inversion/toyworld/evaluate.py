@@ -15,7 +15,7 @@ from torch import Tensor
 
 from clip_inversion.api import read_manifest
 from clip_inversion.clip import CLIPSpec, FrozenCLIP, load_clip
-from clip_inversion.metrics import JudgeCosine, ZeroShotAccuracy
+from clip_inversion.metrics import JudgeCosine, ZeroShotAccuracy, mean_subject_cosine
 from clip_inversion.toyworld.world import HELD_OUT_TEMPLATE, ShapeWorld
 
 
@@ -94,7 +94,7 @@ def judge_run(run_dir: str | Path, judge: CLIPSpec | None = None, world: ShapeWo
     cosine.update(images, prompts)
     scores = _world_scores(accuracy)
     scores["judge_cosine"] = cosine.compute().item()
-    scores["subject_cosine"] = sum(inv.record["cosine"] for inv in inversions) / len(inversions)
+    scores["subject_cosine"] = mean_subject_cosine(inv.record for inv in inversions)
     scores["images"] = len(inversions)
     return scores
 
