@@ -23,11 +23,12 @@ class Inversion:
 
 
 def read_manifest(run_dir: str | Path) -> list[Inversion]:
-    """Every inversion recorded in a run directory, in manifest order."""
+    """Every inversion recorded in a run directory with its image, in manifest order (withheld ones left out)."""
     run_dir = Path(run_dir)
     return [
         Inversion(r["prompt"], decode_image(str(run_dir / r["image"]), mode=ImageReadMode.RGB).float() / 255, r)
         for r in read_records(run_dir)
+        if r["image"] is not None
     ]
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import Tensor
 from torchvision.utils import make_grid
 
 from clip_inversion.clip import CLIPSpec, load_clip
@@ -19,6 +20,7 @@ from clip_inversion.data import PromptBatch
 from clip_inversion.errors import UsageError
 from clip_inversion.image import MAX_SIZE
 from clip_inversion.metrics import JudgeCosine, ZeroShotAccuracy
+from clip_inversion.nsfw import Action, NSFWScreen
 from clip_inversion.rundir import append_records, atomic_save_image, check_writable, image_stem
 from clip_inversion.strategy import gather_objects
 
@@ -74,11 +76,18 @@ class InversionWriter(Callback):
 
     Args:
         snapshot_steps: steps (counted within a batch, 1-based) at which to save every image.
+        nsfw: screen every image written (and shown by ``ProgressImages``) with NudeNet: ``score`` records each
+            final image's score in the manifest, ``blur`` also blurs flagged images, ``withhold`` also keeps
+            them off disk (the manifest line stays, with ``image: null``). Needs ``clip-inversion[nsfw]``.
+        nsfw_threshold: the NudeNet detection score (0-1) from which an image is flagged.
     """
 
-    def __init__(self, snapshot_steps: list[int] | None = None) -> None:
+    def __init__(
+        self, snapshot_steps: list[int] | None = None, nsfw: Action | None = None, nsfw_threshold: float = 0.5
+    ) -> None:
         self.snapshot_steps = set(snapshot_steps or [])
         self.last_step = 0  # the last step of the current batch that completed
+        self.screen = NSFWScreen(nsfw, nsfw_threshold) if nsfw else None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         check_writable(trainer.default_root_dir)  # every rank writes its own images
@@ -91,10 +100,16 @@ class InversionWriter(Callback):
     ) -> None:
         step = self.last_step = batch_idx + 1
         if step in self.snapshot_steps:
-            images = pl_module.image().detach().cpu()
-            for i in _pending(batch):
-                path = Path(trainer.default_root_dir, "snapshots", image_stem(batch.ids[i], batch.prompts[i]))
-                atomic_save_image(images[i], path / f"step-{step:05d}.png")
+            pending = _pending(batch)
+            images, screened = self._screen(pl_module.image().detach().cpu()[pending])
+            for image, i, nsfw in zip(images, pending, screened, strict=True):
+                if nsfw is None or nsfw["action"] != "withheld":
+                    path = Path(trainer.default_root_dir, "snapshots", image_stem(batch.ids[i], batch.prompts[i]))
+                    atomic_save_image(image, path / f"step-{step:05d}.png")
+
+    def _screen(self, images: Tensor) -> tuple[Tensor, list[dict | None]]:
+        """The images to write and each one's NSFW screen result (``None`` each without a screen)."""
+        return self.screen.apply(images) if self.screen else (images, [None] * len(images))
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         batch: PromptBatch | None = pl_module.prompts
@@ -104,12 +119,15 @@ class InversionWriter(Callback):
         if batch is None or not finished:
             return
         run_dir = Path(trainer.default_root_dir)
-        images, cosines = pl_module.image().detach().cpu(), pl_module.cosine().tolist()
+        pending, cosines = _pending(batch), pl_module.cosine().tolist()
+        images, screened = self._screen(pl_module.image().detach().cpu()[pending])
         nonfinite = pl_module.nonfinite_step.tolist()
         records = []
-        for i in _pending(batch):
+        for image, i, nsfw in zip(images, pending, screened, strict=True):
             path = run_dir / "images" / f"{image_stem(batch.ids[i], batch.prompts[i])}.png"
-            atomic_save_image(images[i], path)
+            withheld = nsfw is not None and nsfw["action"] == "withheld"
+            if not withheld:
+                atomic_save_image(image, path)
             if nonfinite[i] >= 0:
                 log.warning(
                     "prompt %s (%r): the loss was not finite at step %d; its image is the last with a finite loss",
@@ -121,16 +139,18 @@ class InversionWriter(Callback):
                 {
                     "id": batch.ids[i],
                     "prompt": batch.prompts[i],
-                    "image": path.relative_to(run_dir).as_posix(),
+                    "image": None if withheld else path.relative_to(run_dir).as_posix(),
                     "model": pl_module.clip_spec.label,
                     "seed": batch.seeds[i],
                     "steps": pl_module.hparams.steps,
-                    "resolution": images.shape[-1],
+                    "resolution": image.shape[-1],
                     "cosine": round(cosines[i], 6) if math.isfinite(cosines[i]) else None,
                     "tags": batch.tags[i],
                     "nonfinite_step": nonfinite[i] if nonfinite[i] >= 0 else None,
                 }
             )
+            if nsfw is not None:
+                records[-1]["nsfw"] = nsfw
         everyone = gather_objects(records)
         if trainer.is_global_zero:
             append_records(run_dir, [r for rank in everyone for r in rank])
@@ -139,11 +159,17 @@ class InversionWriter(Callback):
 class ProgressImages(Callback):
     """Every ``every_n_steps`` steps, log a grid of every rank's images and each prompt's cosine to TensorBoard.
 
-    The grids, one tag per batch of prompts, show the progression of the paper's Figure 2.
+    The grids, one tag per batch of prompts, show the progression of the paper's Figure 2. With the writer's
+    NSFW screen on (``--writer.nsfw``), flagged images are blurred or greyed out here too.
     """
 
     def __init__(self, every_n_steps: int = 50) -> None:
         self.every_n_steps = every_n_steps
+        self.screen: NSFWScreen | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        writers = [c for c in trainer.callbacks if isinstance(c, InversionWriter)]
+        self.screen = writers[0].screen if writers else None
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: PromptBatch, batch_idx: int
@@ -153,7 +179,9 @@ class ProgressImages(Callback):
             return
         with torch.no_grad():
             images, cosines = pl_module.image().detach().float().cpu(), pl_module.cosine().tolist()
-        mine = [(image_stem(batch.ids[i], batch.prompts[i]), images[i], cosines[i]) for i in _pending(batch)]
+        pending = _pending(batch)
+        images = self.screen.apply(images[pending])[0] if self.screen and pending else images[pending]
+        mine = [(image_stem(batch.ids[i], batch.prompts[i]), image, cosines[i]) for image, i in zip(images, pending)]
         everyone = [entry for rank in gather_objects(mine) for entry in rank]
         experiment = getattr(trainer.logger, "experiment", None)
         if not trainer.is_global_zero or not everyone or not hasattr(experiment, "add_image"):

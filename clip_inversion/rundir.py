@@ -89,6 +89,8 @@ def read_records(run_dir: str | Path) -> list[dict]:
 
 
 def finished(run_dir: str | Path) -> set[tuple[str, str]]:
-    """``(id, prompt)`` of every prompt recorded in the manifest whose image exists."""
+    """``(id, prompt)`` of every prompt recorded in the manifest whose image exists or was withheld on purpose."""
     run_dir = Path(run_dir)
-    return {(r["id"], r["prompt"]) for r in read_records(run_dir) if (run_dir / r["image"]).is_file()}
+    return {
+        (r["id"], r["prompt"]) for r in read_records(run_dir) if r["image"] is None or (run_dir / r["image"]).is_file()
+    }
