@@ -16,7 +16,9 @@ An experiment is a YAML file (``configs/experiments/*.yaml``)::
 
 ``clip-inversion-experiment --config FILE`` inverts every prompt x seed with every model into
 ``ROOT/<model>/`` (rerunning resumes), then writes ``ROOT/report/``: ``scores.csv`` (the judge's cosine and
-zero-shot accuracy with its 95% Wilson interval, per model and prompt), ``probes.csv`` (attribute
+zero-shot accuracy with its 95% Wilson interval, per model and prompt), ``components.csv`` (for composite
+prompts such as ``"a red circle | a blue square:0.5"``: the judge's cosine to each term alone and the share of
+images closest to it), ``probes.csv`` (attribute
 proportions with 95% Wilson intervals; ``comparisons.csv``: each model against the ``control`` model, with
 95% Newcombe intervals of the differences), ``summary.md`` (both as Markdown), ``contact-sheet.png`` (one row a
 model and prompt, one column a seed) and the sheet and scores in TensorBoard under ``ROOT/report/tensorboard``.
@@ -37,11 +39,12 @@ from clip_inversion.api import read_manifest
 from clip_inversion.cli import main as fit
 from clip_inversion.clip import CLIPSpec
 from clip_inversion.data import read_prompts
-from clip_inversion.metrics import as_judge, mean_subject_cosine, score_images
+from clip_inversion.metrics import as_judge, component_scores, mean_subject_cosine, score_images
 from clip_inversion.probes import AttributeSet, compare, probe, wilson_interval
 from clip_inversion.report import grid_sheet
 from clip_inversion.rundir import safe_name
 from clip_inversion.sweep import model_args, model_dir
+from clip_inversion.targets import parse_target
 
 
 @dataclass
@@ -114,26 +117,35 @@ def invert_all(experiment: Experiment) -> dict[str, Path]:
     return run_dirs
 
 
-def score(experiment: Experiment, run_dirs: dict[str, Path]) -> tuple[list[dict], list[dict]]:
-    """The judge's scores per model and prompt (and ``all``), and every attribute probe's rows."""
+def score(experiment: Experiment, run_dirs: dict[str, Path]) -> dict[str, list[dict]]:
+    """The report's tables: ``scores`` (the judge's, per model and prompt, and ``all``), ``probes`` (every
+    attribute probe's rows) and ``components`` (each term of each composite prompt, :func:`component_scores`)."""
     judge = as_judge(CLIPSpec(experiment.judge, experiment.judge_pretrained))
     candidates = [p.text for p in read_prompts(experiment.candidates)] if experiment.candidates else None
     attributes = [AttributeSet.from_yaml(path) for path in experiment.attributes]
-    scores, probes = [], []
+    tables: dict[str, list[dict]] = {"scores": [], "probes": [], "components": []}
     for model, run_dir in run_dirs.items():
         inversions = [inv for inv in read_manifest(run_dir) if inv.prompt in experiment.prompts]
         images, prompts = torch.stack([inv.image for inv in inversions]), [inv.prompt for inv in inversions]
         result = score_images(images, prompts, judge, candidates)
         subject = {p: [inv.record for inv in inversions if inv.prompt == p] for p in result["per_prompt"]}
         for prompt, values in result["per_prompt"].items():
-            scores.append({"model": model, "prompt": prompt, **_rounded(values), **_subject(subject[prompt])})
+            tables["scores"].append({"model": model, "prompt": prompt, **_rounded(values), **_subject(subject[prompt])})
         everything = {"images": len(prompts), "judge_cosine": result["judge_cosine"]}
         everything["judge_accuracy"] = result["judge_accuracy"]
         all_subject = _subject([r for records in subject.values() for r in records])
-        scores.append({"model": model, "prompt": "all", **_rounded(everything), **all_subject})
+        tables["scores"].append({"model": model, "prompt": "all", **_rounded(everything), **all_subject})
         for attribute_set in attributes:
-            probes += probe(images, prompts, attribute_set, judge, label=model)
-    return scores, probes
+            tables["probes"] += probe(images, prompts, attribute_set, judge, label=model)
+        for prompt in dict.fromkeys(prompts):
+            if len(parse_target(prompt)) > 1:
+                mine = images[[i for i, p in enumerate(prompts) if p == prompt]]
+                for row in component_scores(mine, prompt, judge):
+                    tables["components"].append({"model": model, "prompt": prompt, "images": len(mine), **row})
+    tables["components"] = [
+        {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in tables["components"]
+    ]
+    return tables
 
 
 def _rounded(values: dict) -> dict:
@@ -175,13 +187,18 @@ def probe_summary(probes: list[dict]) -> str:
     return "\n\n".join(parts)
 
 
-def write_report(experiment: Experiment, run_dirs: dict[str, Path], scores: list[dict], probes: list[dict]) -> Path:
-    """Write ``ROOT/report/``: CSV and Markdown tables, the contact sheet, and TensorBoard; the report dir."""
+def write_report(experiment: Experiment, run_dirs: dict[str, Path], tables: dict[str, list[dict]]) -> Path:
+    """Write ``ROOT/report/``: CSV and Markdown tables, the contact sheet, and TensorBoard; the report dir.
+
+    Args:
+        tables: :func:`score`'s tables; each non-empty one is written as ``<name>.csv``.
+    """
     report = Path(experiment.root) / "report"
     report.mkdir(parents=True, exist_ok=True)
-    _write_csv(report / "scores.csv", scores)
-    if probes:
-        _write_csv(report / "probes.csv", probes)
+    for name, rows in tables.items():
+        if rows:
+            _write_csv(report / f"{name}.csv", rows)
+    scores, probes, components = tables["scores"], tables["probes"], tables["components"]
     rows = []
     for model, run_dir in run_dirs.items():
         by_prompt: dict[str, list[tuple[int, Path]]] = {}
@@ -203,6 +220,14 @@ def write_report(experiment: Experiment, run_dirs: dict[str, Path], scores: list
         "",
         markdown_table(scores),
     ]
+    if components:
+        summary += [
+            "",
+            "## Composite prompts: each term's share (judge cosine to the term alone; closest: share of images",
+            "nearer this term than any other positive one)",
+            "",
+            markdown_table(components),
+        ]
     if probes:
         summary += ["", "## Attribute probes", "", probe_summary(probes)]
     comparisons = compare(probes, experiment.control) if probes and experiment.control else []
@@ -247,8 +272,7 @@ def _tensorboard(logdir: Path, sheet: Path, scores: list[dict], experiment: Expe
 def run_experiment(experiment: Experiment) -> Path:
     """Invert, score and report one experiment; returns the report directory."""
     run_dirs = invert_all(experiment)
-    scores, probes = score(experiment, run_dirs)
-    return write_report(experiment, run_dirs, scores, probes)
+    return write_report(experiment, run_dirs, score(experiment, run_dirs))
 
 
 def main(args: list[str] | None = None) -> None:

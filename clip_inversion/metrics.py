@@ -24,6 +24,7 @@ from torchmetrics import Metric
 
 from clip_inversion.clip import CLIPSpec, FrozenCLIP, load_clip
 from clip_inversion.data import read_prompts
+from clip_inversion.targets import Term, encode_target, encode_targets, parse_target
 
 
 def as_judge(judge: FrozenCLIP | CLIPSpec | str | None) -> FrozenCLIP:
@@ -46,7 +47,8 @@ class _PerPrompt(Metric):
             raise ValueError("a judge metric needs at least one prompt")
         self.prompts = list(prompts)
         self.judge = as_judge(judge)
-        self.register_buffer("text", self.judge.encode_text(self.prompts), persistent=False)  # (K, D)
+        # (K, D): a composite prompt ("a red circle | a star:0.5") is the judge's own encoding of that target
+        self.register_buffer("text", encode_targets(self.judge, self.prompts), persistent=False)
         self.add_state("count", torch.zeros(len(self.prompts)), dist_reduce_fx="sum")
 
     def _embed(self, images: Tensor) -> Tensor:
@@ -185,6 +187,37 @@ def score_images(
             for i, p in enumerate(distinct)
         },
     }
+
+
+def component_scores(images: Tensor, target: str, judge: FrozenCLIP | CLIPSpec | str | None = None) -> list[dict]:
+    """How a judge reads images inverted from a composite target: each term's share of the blend.
+
+    Args:
+        images: ``(N, 3, H, W)`` in [0, 1], all inverted from ``target``.
+        target: a target string such as ``"a red circle | a blue square:0.5"`` (see ``targets.py``).
+        judge: the judge (default: ``toy-judge``).
+
+    Returns:
+        One row a term, in the target's order: ``term``, ``weight``, ``judge_cosine`` (the mean cosine of the
+        images to the term alone) and ``closest`` (the share of images closer to this term than to any other
+        positive term; ``None`` for negative terms).
+    """
+    judge = as_judge(judge)
+    terms = parse_target(target)
+    with torch.no_grad():
+        text = torch.stack([encode_target(judge, [Term(t.kind, t.value)]) for t in terms])  # (T, D)
+        cosine = judge.encode_image(images.to(text.device, torch.float32)) @ text.T  # (N, T)
+    positive = torch.tensor([t.weight > 0 for t in terms], device=cosine.device)
+    closest = cosine.masked_fill(~positive, float("-inf")).argmax(dim=1)
+    return [
+        {
+            "term": t.value,
+            "weight": t.weight,
+            "judge_cosine": cosine[:, k].mean().item(),
+            "closest": (closest == k).float().mean().item() if t.weight > 0 else None,
+        }
+        for k, t in enumerate(terms)
+    ]
 
 
 def mean_subject_cosine(records: Iterable[dict]) -> float:

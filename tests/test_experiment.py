@@ -12,6 +12,7 @@ from clip_inversion.data import read_prompts
 from clip_inversion.experiment import Experiment, main
 
 ROOT = Path(__file__).parents[1]
+BLEND = "a red star | a blue circle:0.5"
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -23,7 +24,7 @@ def test_an_experiment_inverts_scores_probes_and_reports(tmp_path, capsys):
     experiment.write_text(
         "name: tiny\n"
         "models: [toy-subject, toy-judge]\n"
-        "prompts: [a red star, a blue circle]\n"
+        "prompts: [a red star, a blue circle, 'a red star | a blue circle:0.5']\n"
         "seeds: 2\n"
         f"configs: [{ROOT / 'configs' / 'quickstart.yaml'}]\n"
         "args: [--model.steps=3, --data.batch_size=4, --trainer.enable_progress_bar=false, --trainer.logger=false]\n"
@@ -37,21 +38,26 @@ def test_an_experiment_inverts_scores_probes_and_reports(tmp_path, capsys):
     assert capsys.readouterr().out.strip().endswith(str(report / "summary.md"))
     scores = read_csv(report / "scores.csv")
     assert [(r["model"], r["prompt"]) for r in scores] == [
-        (m, p) for m in ("toy-subject", "toy-judge") for p in ("a red star", "a blue circle", "all")
+        (m, p) for m in ("toy-subject", "toy-judge") for p in ("a red star", "a blue circle", BLEND, "all")
     ]
-    assert all(int(r["images"]) == (4 if r["prompt"] == "all" else 2) for r in scores)
+    assert all(int(r["images"]) == (6 if r["prompt"] == "all" else 2) for r in scores)
     assert all(0 <= float(r["judge_accuracy"]) <= 1 for r in scores)
     probes = read_csv(report / "probes.csv")
-    assert len(probes) == 2 * 3 * 6  # models x (prompts + all) x colours
+    assert len(probes) == 2 * 4 * 6  # models x (prompts + all) x colours
     star = [r for r in probes if r["model"] == "toy-subject" and r["prompt"] == "a red star"]
     assert sum(int(r["count"]) for r in star) == 2  # every image has exactly one colour
     comparisons = read_csv(report / "comparisons.csv")
-    assert len(comparisons) == 3 * 6 and {r["model"] for r in comparisons} == {"toy-judge"}
+    components = read_csv(report / "components.csv")  # the blend's two terms, for each model
+    assert [(r["model"], r["term"], r["weight"]) for r in components] == [
+        (m, t, w) for m in ("toy-subject", "toy-judge") for t, w in (("a red star", "1.0"), ("a blue circle", "0.5"))
+    ]
+    assert all(float(a["closest"]) + float(b["closest"]) == 1 for a, b in zip(components[::2], components[1::2]))
+    assert len(comparisons) == 4 * 6 and {r["model"] for r in comparisons} == {"toy-judge"}
     summary = (report / "summary.md").read_text()
-    assert "## Against the control (toy-subject)" in summary
+    assert "## Against the control (toy-subject)" in summary and "## Composite prompts" in summary
     assert "## Attribute probes" in summary and "| toy-judge | a blue circle | 2 |" in summary
     width, height = Image.open(report / "contact-sheet.png").size
-    assert height == 16 + 4 * 64 and width == 160 + 2 * 64  # (model, prompt) rows x seed columns
+    assert height == 16 + 6 * 64 and width == 160 + 2 * 64  # (model, prompt) rows x seed columns
     (events,) = (report / "tensorboard").glob("events.out.tfevents.*")
     tags = EventAccumulator(str(events)).Reload().Tags()
     assert tags["images"] == ["tiny/contact-sheet"] and "tiny/judge_accuracy" in tags["scalars"]

@@ -6,7 +6,13 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from clip_inversion.cli import run
-from clip_inversion.metrics import JudgeCosine, ZeroShotAccuracy, mean_subject_cosine, score_run
+from clip_inversion.metrics import (
+    JudgeCosine,
+    ZeroShotAccuracy,
+    component_scores,
+    mean_subject_cosine,
+    score_run,
+)
 from clip_inversion.rundir import append_records, atomic_save_image
 from clip_inversion.toyworld.evaluate import judge_run, world_levels
 from clip_inversion.toyworld.world import ShapeWorld
@@ -108,3 +114,22 @@ def test_judge_scores_are_logged_to_tensorboard_during_a_run(tmp_path):
     final = score_run(tmp_path, "toy-judge")  # the last logged aggregate is the run's score, to PNG precision
     assert accumulator.Scalars("judge/cosine")[-1].value == pytest.approx(final["judge_cosine"], abs=0.02)
     assert len(records) == 3
+
+
+def test_component_scores_read_which_term_an_image_holds(judge):
+    world = ShapeWorld(colours=("red", "blue"), shapes=("circle", "square"))
+    images, captions, _ = world.batch(40, seed=7)
+    red_circles = images[[i for i, c in enumerate(captions) if "red" in c and "circle" in c]]
+    rows = component_scores(red_circles, "a red circle:1 | a blue square:0.5 | a green star:-0.3", judge)
+    terms = [("a red circle", 1), ("a blue square", 0.5), ("a green star", -0.3)]
+    assert [(r["term"], r["weight"]) for r in rows] == terms
+    assert rows[0]["judge_cosine"] > rows[1]["judge_cosine"] + 0.2
+    assert rows[0]["closest"] == 1.0 and rows[1]["closest"] == 0.0 and rows[2]["closest"] is None
+
+
+def test_composite_prompts_are_judged_against_their_blended_target(judge):
+    blend = "a red circle | a blue square"
+    cosine = JudgeCosine(["a red circle", blend], judge)
+    text = judge.encode_text(["a red circle", "a blue square"])
+    assert torch.allclose(cosine.text[1], torch.nn.functional.normalize(text.sum(0), dim=0), atol=1e-5)
+    assert torch.allclose(cosine.text[0], text[0], atol=1e-6)
