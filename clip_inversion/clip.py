@@ -30,7 +30,15 @@ from clip_inversion.errors import UsageError, describe_load_error
 from clip_inversion.toyworld import MODELS, register_model_configs
 
 BUNDLED: dict[str, Path] = {
-    name: MODELS / name for name in ("toy-subject", "toy-subject-b", "toy-judge", "toy-biased-subject")
+    name: MODELS / name
+    for name in (
+        "toy-subject",
+        "toy-subject-b",
+        "toy-subject-efficientnet",
+        "toy-judge",
+        "toy-biased-subject",
+        "toy-control-subject",
+    )
 }
 
 log = logging.getLogger(__name__)

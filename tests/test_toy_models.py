@@ -21,13 +21,20 @@ def test_shipped_model_meets_the_accuracy_bars(name):
     assert acc["colour"] >= 0.97 and acc["shape"] >= 0.90 and acc["caption"] >= 0.88, acc
 
 
-def test_biased_subject_still_sees_the_unbiased_world():
-    # 90% of its training stars were yellow: it pays in shape accuracy (88% on 2,000 held-out scenes).
-    acc = zero_shot_accuracy(load_clip(CLIPSpec("toy-biased-subject")), ShapeWorld(), n=400, seed=777_000)
-    assert acc["colour"] >= 0.97 and acc["shape"] >= 0.80 and acc["caption"] >= 0.80, acc
+@pytest.mark.parametrize("name", ["toy-biased-subject", "toy-control-subject"])
+def test_planted_bias_models_still_see_the_unbiased_world(name):
+    # Half their captions leave the colour or the shape out, and the biased one saw 90% yellow stars: they pay
+    # in shape accuracy (docs/toy-models.md).
+    acc = zero_shot_accuracy(load_clip(CLIPSpec(name)), ShapeWorld(), n=400, seed=777_000)
+    assert acc["colour"] >= 0.97 and acc["shape"] >= 0.75 and acc["caption"] >= 0.75, acc
 
 
-@pytest.mark.parametrize("name", ["toy-subject", "toy-subject-b", "toy-judge", "toy-biased-subject"])
+def test_efficientnet_subject_knows_colours_and_some_shapes():
+    acc = zero_shot_accuracy(load_clip(CLIPSpec("toy-subject-efficientnet")), ShapeWorld(), n=400, seed=777_000)
+    assert acc["colour"] >= 0.97 and acc["shape"] >= 0.65, acc
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED))
 def test_shipped_model_is_small_fp16_local_dir(name):
     files = {p.name: p for p in BUNDLED[name].iterdir()}
     assert set(files) == {"open_clip_config.json", "open_clip_model.safetensors"}

@@ -9,6 +9,6 @@ MODELS = Path(__file__).parent / "models"
 
 
 def register_model_configs() -> None:
-    """Make the toy architectures (``toy-vit-p8``, ``toy-vit-p6``) known to ``open_clip.create_model``."""
+    """Make the toy architectures (``toy-resnet``, ``toy-byobnet``, ``toy-efficientnet``) known to ``open_clip``."""
     if "toy-resnet" not in open_clip.list_models():
         open_clip.add_model_config(MODEL_CONFIGS)

@@ -107,7 +107,7 @@ class ToyCLIPTraining(LightningModule):
     """Contrastive training of an open_clip ``CLIP`` built from a registered config.
 
     Args:
-        model_name: a registered open_clip config (``toy-vit-p8``, ``toy-vit-p6`` or any other).
+        model_name: a registered open_clip config (``toy-resnet``, ``toy-byobnet``, ``toy-efficientnet`` or any other).
         lr: peak AdamW learning rate, reached after ``warmup_steps`` and decayed with a cosine.
         weight_decay: AdamW weight decay on matrices (not on norms, biases or embeddings).
         warmup_steps: linear warm-up steps.
@@ -119,7 +119,7 @@ class ToyCLIPTraining(LightningModule):
 
     def __init__(
         self,
-        model_name: str = "toy-vit-p8",
+        model_name: str = "toy-resnet",
         lr: float = 2e-3,
         weight_decay: float = 0.1,
         warmup_steps: int = 50,
