@@ -5,11 +5,13 @@
     python benchmarks/compare_parameterisations.py --steps 100 -- --model.tv=0.01   # CLI overrides after --
 
 Every setting inverts the world's 30 colour-shape captions (2 batches of 15) with the quickstart recipe
-(its resolution schedule scaled to ``--steps``). The ensembles add a second subject, ``toy-subject-b``
-(trained by ``configs/toy/subject-b.yaml``), to ``toy-subject``; the judge, ``toy-judge``, is in no
-ensemble. Prints one Markdown row a setting: the judge's zero-shot accuracy among the 30 captions
-(colour; colour and shape) and its mean cosine to the prompt, as mean (min-max) over seeds, and the
-wall time per step (30 prompts, model loading included). Set ``OMP_NUM_THREADS=1`` on a busy machine.
+(its resolution schedule scaled to ``--steps``). The ensembles add to ``toy-subject`` (a ResNet tower) a
+second subject of the same architecture, ``toy-subject-b`` (``configs/toy/subject-b.yaml``), or of
+another, ``toy-subject-efficientnet`` (``configs/toy/subject-efficientnet.yaml``); the judge,
+``toy-judge`` (a BYOB net), is in no ensemble. Prints one Markdown row a setting: the judge's zero-shot
+accuracy among the 30 captions (colour; colour and shape) and its mean cosine to the prompt, as mean
+(min-max) over seeds, and the wall time per step (30 prompts, model loading included). Set
+``OMP_NUM_THREADS=1`` on a busy machine.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import statistics
 
 from toy_judge import ROOT, cell, judge_world  # benchmarks/ is on the path when a script of it runs
 
-# The second subject, shipped, trained by `clip-inversion-train-toy fit --config configs/toy/subject-b.yaml`.
+# Second subjects, shipped: `clip-inversion-train-toy fit --config configs/toy/subject-b.yaml` (the same
+# architecture as toy-subject, other seeds) and `... configs/toy/subject-efficientnet.yaml` (another one).
 ENSEMBLE = ["--model.ensemble=[{model_name: toy-subject-b}]"]
+EFFICIENTNET = ["--model.ensemble=[{model_name: toy-subject-efficientnet}]"]
 
 # Learning rates are per parameterisation: the same Adam step moves raw pixels, Fourier coefficients and
 # pyramid levels by very different amounts in the image.
@@ -40,9 +44,16 @@ PARAMETERISATIONS = {
         "--model.optimizer.lr=0.1",
     ],
 }
+# Every augmentation of the pipeline (crops, flips, colour jitter and shift, noise) on top of the affine.
+AUGMENT = ["--config", str(ROOT / "configs" / "augment" / "all.yaml")]
 SETTINGS = {
     **{name: args for name, args in PARAMETERISATIONS.items()},
+    **{f"{name} + augment": AUGMENT + args for name, args in PARAMETERISATIONS.items()},
     **{f"{name} + ensemble": args + ENSEMBLE for name, args in PARAMETERISATIONS.items()},
+    **{f"{name} + efficientnet": args + EFFICIENTNET for name, args in PARAMETERISATIONS.items()},
+    "efficientnet alone": [*PARAMETERISATIONS["pixels"], "--model.clip.model_name=toy-subject-efficientnet"],
+    "pixels + augment + ensemble": AUGMENT + PARAMETERISATIONS["pixels"] + ENSEMBLE,
+    "pixels + augment + efficientnet": AUGMENT + PARAMETERISATIONS["pixels"] + EFFICIENTNET,
 }
 
 
