@@ -163,7 +163,8 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     """Rows of dicts as a Markdown table (columns: the first row's keys unless given)."""
     columns = columns or list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
+    # A composite prompt ("a red circle | a star:0.5") holds pipes, which would split its cell.
+    lines += ["| " + " | ".join(str(r.get(c, "")).replace("|", "\\|") for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -207,7 +208,9 @@ def write_report(experiment: Experiment, run_dirs: dict[str, Path], tables: dict
         for prompt in experiment.prompts:
             rows.append((f"{model}\n{prompt}", [path for _, path in sorted(by_prompt.get(prompt, []))]))
     titles = [f"seed {s}" for s in range(experiment.seeds)]
-    sheet = grid_sheet(rows, titles, report / "contact-sheet.png", cell=64, label_width=160)
+    longest = max(len(line) for label, _ in rows for line in label.splitlines())
+    label_width = max(160, 8 + 6 * longest)  # the default font is about 6 px a character
+    sheet = grid_sheet(rows, titles, report / "contact-sheet.png", cell=64, label_width=label_width)
     settings = {k: v for k, v in asdict(experiment).items() if k != "name"}
     summary = [
         f"# {experiment.name}",

@@ -55,9 +55,11 @@ def test_an_experiment_inverts_scores_probes_and_reports(tmp_path, capsys):
     assert len(comparisons) == 4 * 6 and {r["model"] for r in comparisons} == {"toy-judge"}
     summary = (report / "summary.md").read_text()
     assert "## Against the control (toy-subject)" in summary and "## Composite prompts" in summary
+    assert "| toy-judge | a red star \\| a blue circle:0.5 | 2 | a blue circle | 0.5 |" in summary  # one cell
     assert "## Attribute probes" in summary and "| toy-judge | a blue circle | 2 |" in summary
     width, height = Image.open(report / "contact-sheet.png").size
-    assert height == 16 + 6 * 64 and width == 160 + 2 * 64  # (model, prompt) rows x seed columns
+    labels = 8 + 6 * len(BLEND)  # wide enough for the longest prompt
+    assert height == 16 + 6 * 64 and width == labels + 2 * 64  # (model, prompt) rows x seed columns
     (events,) = (report / "tensorboard").glob("events.out.tfevents.*")
     tags = EventAccumulator(str(events)).Reload().Tags()
     assert tags["images"] == ["tiny/contact-sheet"] and "tiny/judge_accuracy" in tags["scalars"]
