@@ -10,7 +10,7 @@ NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 
 
 def test_the_notebooks_are_there():
-    assert {"quickstart", "planted-bias"} <= {p.stem for p in NOTEBOOKS}
+    assert {"quickstart", "planted-bias", "blending", "data-scale"} <= {p.stem for p in NOTEBOOKS}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
