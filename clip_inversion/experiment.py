@@ -3,7 +3,7 @@
 An experiment is a YAML file (``configs/experiments/*.yaml``)::
 
     name: planted-bias
-    models: [toy-biased-subject, toy-subject]   # NAME or NAME@TAG_OR_FILE, as for clip-inversion-sweep
+    models: [toy-biased-subject, toy-control-subject]   # NAME or NAME@TAG_OR_FILE, as for clip-inversion-sweep
     prompts: [a star, a circle]
     seeds: 16                                   # each prompt is inverted from seeds 0 .. seeds-1
     configs: [configs/quickstart.yaml]          # the clip-inversion fit configs, composed in order
@@ -11,7 +11,7 @@ An experiment is a YAML file (``configs/experiments/*.yaml``)::
     judge: toy-judge                            # the independent judge (and judge_pretrained: TAG)
     attributes: [configs/attributes/colour.yaml]
     candidates: null                            # prompts file the judge classifies among (default: prompts)
-    control: toy-subject                        # compare every other model's probe proportions with this one
+    control: toy-control-subject                # compare every other model's probe proportions with this one
     root: runs/planted-bias
 
 ``clip-inversion-experiment --config FILE`` inverts every prompt x seed with every model into

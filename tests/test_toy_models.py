@@ -21,12 +21,12 @@ def test_shipped_model_meets_the_accuracy_bars(name):
     assert acc["colour"] >= 0.97 and acc["shape"] >= 0.90 and acc["caption"] >= 0.88, acc
 
 
-@pytest.mark.parametrize("name", ["toy-biased-subject", "toy-control-subject"])
-def test_planted_bias_models_still_see_the_unbiased_world(name):
-    # Half their captions leave the colour or the shape out, and the biased one saw 90% yellow stars: they pay
-    # in shape accuracy (docs/toy-models.md).
+@pytest.mark.parametrize(("name", "shape"), [("toy-biased-subject", 0.65), ("toy-control-subject", 0.80)])
+def test_planted_bias_models_still_see_the_unbiased_world(name, shape):
+    # Half their captions leave the colour or the shape out, and the biased one saw 90% yellow stars and 90%
+    # purple circles: they pay in shape accuracy (docs/toy-models.md).
     acc = zero_shot_accuracy(load_clip(CLIPSpec(name)), ShapeWorld(), n=400, seed=777_000)
-    assert acc["colour"] >= 0.97 and acc["shape"] >= 0.75 and acc["caption"] >= 0.75, acc
+    assert acc["colour"] >= 0.97 and acc["shape"] >= shape and acc["caption"] >= shape, acc
 
 
 def test_efficientnet_subject_knows_colours_and_some_shapes():
