@@ -2,16 +2,19 @@
 
     python benchmarks/compare_parameterisations.py --seeds 0 1                 # every setting
     python benchmarks/compare_parameterisations.py --only pixels fourier       # some settings
+    python benchmarks/compare_parameterisations.py --steps 50 --baseline-steps 100 --only "pixels + augment"
     python benchmarks/compare_parameterisations.py --steps 100 -- --model.tv=0.01   # CLI overrides after --
 
 Every setting inverts the world's 30 colour-shape captions (2 batches of 15) with the quickstart recipe
-(its resolution schedule scaled to ``--steps``). The ensembles add to ``toy-subject`` (a ResNet tower) a
+(its resolution schedule scaled to the steps). The ensembles add to ``toy-subject`` (a ResNet tower) a
 second subject of the same architecture, ``toy-subject-b`` (``configs/toy/subject-b.yaml``), or of
 another, ``toy-subject-efficientnet`` (``configs/toy/subject-efficientnet.yaml``); the judge,
-``toy-judge`` (a BYOB net), is in no ensemble. Prints one Markdown row a setting: the judge's zero-shot
-accuracy among the 30 captions (colour; colour and shape) and its mean cosine to the prompt, as mean
-(min-max) over seeds, and the wall time per step (30 prompts, model loading included). Set
-``OMP_NUM_THREADS=1`` on a busy machine.
+``toy-judge`` (a BYOB net), is in no ensemble. The baseline (``--baseline``, raw pixels by default, at
+``--baseline-steps``) runs first. Prints one Markdown row a setting: the judge's zero-shot accuracy among
+the 30 captions (colour; colour and shape) as mean (min-max) over seeds; colour and shape pooled over
+seeds with its 95% Wilson interval, and minus the baseline's with a 95% Newcombe interval (conservative:
+both settings start from the same seeds' images); the judge's mean cosine to the prompt; and the wall time
+per step (30 prompts, model loading included). Set ``OMP_NUM_THREADS=1`` on a busy machine.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import argparse
 import statistics
 
 from toy_judge import ROOT, cell, judge_world  # benchmarks/ is on the path when a script of it runs
+
+from clip_inversion.probes import newcombe_interval, wilson_interval
 
 # Second subjects, shipped: `clip-inversion-train-toy fit --config configs/toy/subject-b.yaml` (the same
 # architecture as toy-subject, other seeds) and `... configs/toy/subject-efficientnet.yaml` (another one).
@@ -62,21 +67,38 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=200, help="steps a prompt; the image grows at half")
     parser.add_argument("--only", nargs="+", choices=sorted(SETTINGS), help="settings to run (default: all)")
+    parser.add_argument("--baseline", choices=sorted(SETTINGS), default="pixels", help="run first, compared with")
+    parser.add_argument("--baseline-steps", type=int, help="the baseline's steps (default: --steps)")
     parser.add_argument("overrides", nargs="*", help="CLI arguments for clip-inversion, after --")
     args = parser.parse_args()
-    print("| setting | colour | colour and shape | judge cosine | s/step |")
-    print("| --- | --- | --- | --- | --- |")
-    # The schedule alone, scaled to the steps: no checkpoints or progress images in a benchmark.
-    schedule = (
-        "--trainer.callbacks=[{class_path: clip_inversion.callbacks.ResolutionSchedule, "
-        f"init_args: {{milestones: {{{args.steps // 2}: 64}}}}}}]"
+    print(
+        "| setting | steps | colour | colour and shape | pooled [95% CI] | minus baseline [95% CI] | judge cosine "
+        "| s/step |"
     )
-    for name in args.only or SETTINGS:
-        settings = [f"--model.steps={args.steps}", schedule, *SETTINGS[name], *args.overrides]
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    baseline = (args.baseline, args.baseline_steps or args.steps)
+    wanted = [(name, args.steps) for name in args.only or SETTINGS]
+    correct = {}  # (setting, steps) -> (images read right, images) over every seed
+    for name, steps in dict.fromkeys([baseline, *wanted]):
+        # The schedule alone, scaled to the steps: no checkpoints or progress images in a benchmark.
+        schedule = (
+            "--trainer.callbacks=[{class_path: clip_inversion.callbacks.ResolutionSchedule, "
+            f"init_args: {{milestones: {{{steps // 2}: 64}}}}}}]"
+        )
+        settings = [f"--model.steps={steps}", schedule, *SETTINGS[name], *args.overrides]
         runs = [judge_world(seed, ROOT / "configs" / "quickstart.yaml", settings) for seed in args.seeds]
-        scores, seconds = [r[0] for r in runs], [r[1] / (2 * args.steps) for r in runs]
+        scores, seconds = [r[0] for r in runs], [r[1] / (2 * steps) for r in runs]
+        n = sum(int(s["images"]) for s in scores)
+        correct[name, steps] = k = sum(round(s["caption"] * s["images"]) for s in scores), n
+        low, high = wilson_interval(*k)
+        diff = "-"
+        if (name, steps) != baseline:
+            d_low, d_high = newcombe_interval(*k, *correct[baseline])
+            d = k[0] / n - correct[baseline][0] / correct[baseline][1]
+            diff = f"{100 * d:+.0f} [{100 * d_low:+.0f}, {100 * d_high:+.0f}]"
         print(
-            f"| {name} | {cell(scores, 'colour', True)} | {cell(scores, 'caption', True)} "
+            f"| {name} | {steps} | {cell(scores, 'colour', True)} | {cell(scores, 'caption', True)} "
+            f"| {100 * k[0] / n:.0f}% [{100 * low:.0f}, {100 * high:.0f}] | {diff} "
             f"| {cell(scores, 'judge_cosine', False, decimals=3)} | {statistics.mean(seconds):.2f} |",
             flush=True,
         )
