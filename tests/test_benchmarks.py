@@ -29,3 +29,22 @@ def test_flop_count_and_matmul_peak(speed):
     flops = speed.step_flops(speed.parse_args(["--model", "toy-subject"]))
     assert 1e7 < flops < 1e9  # the toy ResNet at 64 px: forward and input gradient of one image
     assert speed.matmul_peak("cpu", 64) > 0
+
+
+def test_the_parameterisation_comparison_pools_seeds_and_compares_with_its_baseline(monkeypatch, capsys):
+    benchmarks = str(SPEED.parent)
+    monkeypatch.syspath_prepend(benchmarks)  # the script imports its sibling toy_judge.py
+    spec = importlib.util.spec_from_file_location(
+        "compare_parameterisations", SPEED.parent / "compare_parameterisations.py"
+    )
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    argv = ["compare_parameterisations.py", "--steps", "2", "--baseline-steps", "4", "--only", "pixels", "--seeds", "0"]
+    monkeypatch.setattr("sys.argv", argv)
+    compare.main()
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| pixels")]
+    assert [(r[1], r[5]) for r in rows[:1]] == [("4", "-")] and rows[1][1] == "2"  # the baseline first, at its steps
+    pooled = [float(r[4].split("%")[0]) for r in rows]  # "53% [45, 60]"
+    difference, interval = rows[1][5].split(" [")  # "+17 [+6, +28]"
+    low, high = (float(x) for x in interval.rstrip("]").split(", "))
+    assert abs(float(difference) - (pooled[1] - pooled[0])) <= 1 and low <= float(difference) <= high
