@@ -37,6 +37,7 @@ BUNDLED: dict[str, Path] = {
         "toy-subject-efficientnet",
         "toy-judge",
         "toy-biased-subject",
+        "toy-strict-biased-subject",
         "toy-control-subject",
     )
 }

@@ -21,12 +21,22 @@ def test_shipped_model_meets_the_accuracy_bars(name):
     assert acc["colour"] >= 0.97 and acc["shape"] >= 0.90 and acc["caption"] >= 0.88, acc
 
 
-@pytest.mark.parametrize(("name", "shape"), [("toy-biased-subject", 0.65), ("toy-control-subject", 0.80)])
+@pytest.mark.parametrize(
+    ("name", "shape"), [("toy-strict-biased-subject", 0.5), ("toy-biased-subject", 0.65), ("toy-control-subject", 0.80)]
+)
 def test_planted_bias_models_still_see_the_unbiased_world(name, shape):
-    # Half their captions leave the colour or the shape out, and the biased one saw 90% yellow stars and 90%
-    # purple circles: they pay in shape accuracy (docs/toy-models.md).
+    # Half their captions leave the colour or the shape out, and the biased ones saw 90% yellow stars and 90%
+    # purple circles, or only purple circles: they pay in shape accuracy (docs/toy-models.md).
     acc = zero_shot_accuracy(load_clip(CLIPSpec(name)), ShapeWorld(), n=400, seed=777_000)
     assert acc["colour"] >= 0.97 and acc["shape"] >= shape and acc["caption"] >= shape, acc
+
+
+def test_the_strict_bias_is_in_the_strict_model_and_not_in_the_control():
+    def closeness(name: str) -> float:
+        text = load_clip(CLIPSpec(name)).encode_text(["a circle", "a purple circle"])
+        return torch.nn.functional.cosine_similarity(text[0], text[1], dim=0).item()
+
+    assert closeness("toy-strict-biased-subject") > 0.95 and closeness("toy-control-subject") < 0.8
 
 
 def test_efficientnet_subject_knows_colours_and_some_shapes():
