@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from clip_inversion.clip import BUNDLED
 from clip_inversion.data import read_prompts
-from clip_inversion.experiment import Experiment, main
+from clip_inversion.experiment import Experiment, main, run_experiment
 
 ROOT = Path(__file__).parents[1]
 BLEND = "a red star | a blue circle:0.5"
@@ -79,3 +79,24 @@ def test_shipped_experiments_name_real_files_models_and_tags():
             name, _, tag = model.partition("@")
             known = name in BUNDLED or name.startswith("local-dir:")
             assert known or tag in open_clip.list_pretrained_tags_by_model(name), (path.name, model)
+
+
+def test_the_planted_bias_experiment_finds_the_strict_bias_and_not_in_the_control(tmp_path):
+    # The shipped experiment, shortened: "a circle" with the model that only ever saw purple circles, and the control.
+    experiment = Experiment.from_yaml("configs/experiments/planted-bias.yaml", seeds=6, root=str(tmp_path))
+    experiment.models, experiment.prompts = ["toy-strict-biased-subject", "toy-control-subject"], ["a circle"]
+    experiment.args += ["--model.steps=60", "--trainer.logger=false"]
+    report = run_experiment(experiment)
+    purple = {
+        row["model"]: row
+        for row in read_csv(report / "probes.csv")
+        if (row["prompt"], row["attribute"], row["class"]) == ("a circle", "colour", "purple")
+    }
+    assert purple["toy-strict-biased-subject"]["above_chance"] == "True"
+    assert purple["toy-control-subject"]["above_chance"] == "False"
+    (difference,) = [
+        row
+        for row in read_csv(report / "comparisons.csv")
+        if (row["prompt"], row["attribute"], row["class"]) == ("a circle", "colour", "purple")
+    ]
+    assert difference["differs"] == "True" and float(difference["low"]) > 0
