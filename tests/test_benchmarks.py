@@ -43,7 +43,7 @@ def test_the_parameterisation_comparison_pools_seeds_and_compares_with_its_basel
     monkeypatch.setattr("sys.argv", argv)
     compare.main()
     rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| pixels")]
-    assert [(r[1], r[5]) for r in rows[:1]] == [("4", "-")] and rows[1][1] == "2"  # the baseline first, at its steps
+    assert (rows[0][1], rows[0][5], rows[1][1]) == ("4", "-", "2")  # the baseline first, at its own steps
     pooled = [float(r[4].split("%")[0]) for r in rows]  # "53% [45, 60]"
     difference, interval = rows[1][5].split(" [")  # "+17 [+6, +28]"
     low, high = (float(x) for x in interval.rstrip("]").split(", "))
