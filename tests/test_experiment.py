@@ -87,16 +87,13 @@ def test_the_planted_bias_experiment_finds_the_strict_bias_and_not_in_the_contro
     experiment.models, experiment.prompts = ["toy-strict-biased-subject", "toy-control-subject"], ["a circle"]
     experiment.args += ["--model.steps=60", "--trainer.logger=false"]
     report = run_experiment(experiment)
-    purple = {
-        row["model"]: row
-        for row in read_csv(report / "probes.csv")
-        if (row["prompt"], row["attribute"], row["class"]) == ("a circle", "colour", "purple")
-    }
+
+    def rows(name: str) -> list[dict]:
+        key = ("a circle", "colour", "purple")
+        return [row for row in read_csv(report / name) if (row["prompt"], row["attribute"], row["class"]) == key]
+
+    purple = {row["model"]: row for row in rows("probes.csv")}
     assert purple["toy-strict-biased-subject"]["above_chance"] == "True"
     assert purple["toy-control-subject"]["above_chance"] == "False"
-    (difference,) = [
-        row
-        for row in read_csv(report / "comparisons.csv")
-        if (row["prompt"], row["attribute"], row["class"]) == ("a circle", "colour", "purple")
-    ]
+    (difference,) = rows("comparisons.csv")
     assert difference["differs"] == "True" and float(difference["low"]) > 0
