@@ -4,9 +4,12 @@
     python benchmarks/compare_parameterisations.py --only pixels fourier       # some settings
     python benchmarks/compare_parameterisations.py --steps 50 --baseline-steps 100 --only "pixels + augment"
     python benchmarks/compare_parameterisations.py --steps 100 -- --model.tv=0.01   # CLI overrides after --
+    python benchmarks/compare_parameterisations.py --world b --only pixels fourier  # the held-out world B
 
-Every setting inverts the world's 30 colour-shape captions (2 batches of 15) with the quickstart recipe
-(its resolution schedule scaled to the steps). The ensembles add to ``toy-subject`` (a ResNet tower) a
+Every setting inverts a world's 30 colour-shape captions (2 batches of 15) with the quickstart recipe
+(its resolution schedule scaled to the steps), by the world's subject, scored by its judge (``--world``:
+``a``, the project's world, or ``b``, the held-out clutter world with ViT subject and judge). The ensembles
+(world A only) add to ``toy-subject`` (a ResNet tower) a
 second subject of the same architecture, ``toy-subject-b`` (``configs/toy/subject-b.yaml``), or of
 another, ``toy-subject-efficientnet`` (``configs/toy/subject-efficientnet.yaml``); the judge,
 ``toy-judge`` (a BYOB net), is in no ensemble. The baseline (``--baseline``, raw pixels by default, at
@@ -22,9 +25,10 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from toy_judge import ROOT, cell, judge_world  # benchmarks/ is on the path when a script of it runs
+from toy_judge import ROOT, cell, judge_world, pooled_count  # benchmarks/ is on the path when a script runs
 
 from clip_inversion.probes import newcombe_interval, wilson_interval
+from clip_inversion.toyworld.evaluate import WORLDS
 
 # Second subjects, shipped: `clip-inversion-train-toy fit --config configs/toy/subject-b.yaml` (the same
 # architecture as toy-subject, other seeds) and `... configs/toy/subject-efficientnet.yaml` (another one).
@@ -60,10 +64,12 @@ SETTINGS = {
     "pixels + augment + ensemble": AUGMENT + PARAMETERISATIONS["pixels"] + ENSEMBLE,
     "pixels + augment + efficientnet": AUGMENT + PARAMETERISATIONS["pixels"] + EFFICIENTNET,
 }
+WORLD_A_ONLY = {name for name, args in SETTINGS.items() if any("toy-subject-" in a for a in args)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--world", choices=sorted(WORLDS), default="a", help="a: the project's world; b: held out")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=200, help="steps a prompt; the image grows at half")
     parser.add_argument("--only", nargs="+", choices=sorted(SETTINGS), help="settings to run (default: all)")
@@ -71,13 +77,16 @@ def main() -> None:
     parser.add_argument("--baseline-steps", type=int, help="the baseline's steps (default: --steps)")
     parser.add_argument("overrides", nargs="*", help="CLI arguments for clip-inversion, after --")
     args = parser.parse_args()
+    wanted = [(name, args.steps) for name in args.only or SETTINGS]
+    baseline = (args.baseline, args.baseline_steps or args.steps)
+    world_a_only = sorted({n for n, _ in [baseline, *wanted]} & WORLD_A_ONLY)
+    if args.world != "a" and world_a_only:
+        parser.error(f"{', '.join(world_a_only)}: ensembles of world A's models; with --world {args.world} use --only")
     print(
         "| setting | steps | colour | colour and shape | pooled [95% CI] | minus baseline [95% CI] | judge cosine "
         "| s/step |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    baseline = (args.baseline, args.baseline_steps or args.steps)
-    wanted = [(name, args.steps) for name in args.only or SETTINGS]
     correct = {}  # (setting, steps) -> (images read right, images) over every seed
     for name, steps in dict.fromkeys([baseline, *wanted]):
         # The schedule alone, scaled to the steps: no checkpoints or progress images in a benchmark.
@@ -86,10 +95,10 @@ def main() -> None:
             f"init_args: {{milestones: {{{steps // 2}: 64}}}}}}]"
         )
         settings = [f"--model.steps={steps}", schedule, *SETTINGS[name], *args.overrides]
-        runs = [judge_world(seed, ROOT / "configs" / "quickstart.yaml", settings) for seed in args.seeds]
+        runs = [judge_world(seed, ROOT / "configs" / "quickstart.yaml", settings, args.world) for seed in args.seeds]
         scores, seconds = [r[0] for r in runs], [r[1] / (2 * steps) for r in runs]
-        n = sum(int(s["images"]) for s in scores)
-        correct[name, steps] = k = sum(round(s["caption"] * s["images"]) for s in scores), n
+        correct[name, steps] = k = pooled_count(scores, "caption")
+        n = k[1]
         low, high = wilson_interval(*k)
         diff = "-"
         if (name, steps) != baseline:

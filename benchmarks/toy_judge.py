@@ -1,37 +1,47 @@
-"""Invert every colour-shape caption of the toy world and score the images with the toy judge.
+"""Invert every colour-shape caption of a toy world and score the images with that world's judge.
 
-    python benchmarks/toy_judge.py --seeds 0 1 2                       # quickstart settings
+    python benchmarks/toy_judge.py --seeds 0 1 2                       # world A, quickstart settings
+    python benchmarks/toy_judge.py --world b --seeds 0 1 2 3 4         # world B: its ViT subject and judge
     python benchmarks/toy_judge.py --seeds 0 1 2 -- --model.tv=0.005   # any CLI override after --
+    python benchmarks/toy_judge.py --seeds 0 1 -- --config configs/released-64px.yaml
 
 Prints one Markdown row: the judge's zero-shot accuracy among the world's 30 captions (colour; colour and
-shape), the judge's and the subject's mean cosine to the prompt, as mean (min-max) over seeds.
+shape) as mean (min-max) over seeds, then pooled over seeds with 95% Wilson intervals, the judge's and
+the subject's mean cosine to the prompt, as mean (min-max) over seeds.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from clip_inversion.cli import run
-from clip_inversion.toyworld.evaluate import judge_run
+from clip_inversion.clip import CLIPSpec
+from clip_inversion.probes import wilson_interval
+from clip_inversion.toyworld.evaluate import WORLDS, judge_run
 
 ROOT = Path(__file__).parents[1]
 
 
-def judge_world(seed: int, config: str | Path, args: list[str] = ()) -> tuple[dict[str, float], float]:
-    """Invert the world's 30 colour-shape captions (2 batches of 15) and score them with the toy judge.
+def judge_world(
+    seed: int, config: str | Path, args: list[str] = (), world: str = "a"
+) -> tuple[dict[str, float], float]:
+    """Invert a world's 30 colour-shape captions (2 batches of 15) with its subject; score them with its judge.
 
     Args:
         seed: ``--data.seed``: every start image and augmentation draw.
         config: the clip-inversion config, for example ``configs/quickstart.yaml``.
-        args: more ``clip-inversion fit`` options, applied after the config.
+        args: more ``clip-inversion fit`` options, applied after the config and the world's subject.
+        world: a key of ``WORLDS``: ``a`` (the project's world) or ``b`` (the held-out clutter world).
 
     Returns:
         The judge's scores (:func:`judge_run`) and the run's wall time in seconds, model loading included.
     """
+    toy = WORLDS[world]
     with tempfile.TemporaryDirectory() as run_dir:
         start = time.perf_counter()
         run(
@@ -39,6 +49,7 @@ def judge_world(seed: int, config: str | Path, args: list[str] = ()) -> tuple[di
                 "fit",
                 "--config",
                 str(config),
+                f"--model.clip.model_name={toy.subject}",
                 "--data.prompts=null",
                 f"--data.prompts_file={ROOT / 'configs' / 'prompts' / 'toy-world.txt'}",
                 "--data.batch_size=15",
@@ -50,7 +61,7 @@ def judge_world(seed: int, config: str | Path, args: list[str] = ()) -> tuple[di
             ]
         )
         seconds = time.perf_counter() - start
-        return judge_run(run_dir), seconds
+        return judge_run(run_dir, CLIPSpec(toy.judge), toy.world), seconds
 
 
 def cell(scores: list[dict[str, float]], key: str, percent: bool, decimals: int = 2) -> str:
@@ -61,17 +72,34 @@ def cell(scores: list[dict[str, float]], key: str, percent: bool, decimals: int 
     return fmt.format(statistics.mean(values)) + ("%" if percent else "") + spread
 
 
+def pooled_count(scores: list[dict[str, float]], key: str) -> tuple[int, int]:
+    """Images read right under ``key`` and images, summed over seeds."""
+    return sum(round(s[key] * s["images"]) for s in scores), sum(int(s["images"]) for s in scores)
+
+
+def pooled(scores: list[dict[str, float]], key: str) -> str:
+    """One Markdown cell: ``key`` pooled over seeds' images, as a percentage with its 95% Wilson interval."""
+    k, n = pooled_count(scores, key)
+    low, high = wilson_interval(k, n)
+    return f"{100 * k / n:.0f}% [{100 * low:.0f}, {100 * high:.0f}]"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--world", choices=sorted(WORLDS), default="a", help="a: the project's world; b: held out")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "quickstart.yaml"))
     parser.add_argument("overrides", nargs="*", help="CLI arguments for clip-inversion, after --")
     args = parser.parse_args()
-    runs = [judge_world(seed, args.config, args.overrides) for seed in args.seeds]
+    runs = []
+    for seed in args.seeds:
+        runs.append(judge_world(seed, args.config, args.overrides, args.world))
+        print(f"seed {seed}: {runs[-1][0]}", file=sys.stderr, flush=True)
     scores, seconds = [r[0] for r in runs], [r[1] for r in runs]
     overrides = " ".join(args.overrides) or "quickstart settings"
     print(
-        f"| {overrides} | {cell(scores, 'colour', True)} | {cell(scores, 'caption', True)} "
+        f"| {args.world} | {overrides} | {cell(scores, 'colour', True)} | {cell(scores, 'caption', True)} "
+        f"| {pooled(scores, 'colour')} | {pooled(scores, 'caption')} "
         f"| {cell(scores, 'judge_cosine', False)} | {cell(scores, 'subject_cosine', False)} | {len(args.seeds)} "
         f"| {statistics.mean(seconds):.0f} s |"
     )

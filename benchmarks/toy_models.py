@@ -1,6 +1,7 @@
 """The shipped toy models: cold-load time (after imports) and held-out zero-shot accuracy.
 
 python benchmarks/toy_models.py            # 2,000 fresh scenes, seed 10,000, held-out caption template
+python benchmarks/toy_models.py --world b  # world B's subject and judge on world B's scenes
 """
 
 from __future__ import annotations
@@ -11,24 +12,25 @@ import time
 import torch
 
 from clip_inversion.clip import CLIPSpec, load_clip
-from clip_inversion.toyworld.evaluate import zero_shot_accuracy
-from clip_inversion.toyworld.world import ShapeWorld
+from clip_inversion.toyworld.evaluate import WORLDS, zero_shot_accuracy
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["toy-subject", "toy-judge"])
+    parser.add_argument("--world", choices=sorted(WORLDS), default="a", help="the world's scenes and captions")
+    parser.add_argument("--models", nargs="+", help="default: the world's subject and judge")
     parser.add_argument("-n", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=10_000)
     args = parser.parse_args()
+    toy = WORLDS[args.world]
     torch.set_grad_enabled(False)
     print("| model | cold load | colour | shape | full caption |")
     print("| --- | --- | --- | --- | --- |")
-    for name in args.models:
+    for name in args.models or [toy.subject, toy.judge]:
         start = time.perf_counter()
         clip = load_clip(CLIPSpec(name))
         seconds = time.perf_counter() - start
-        acc = zero_shot_accuracy(clip, ShapeWorld(), n=args.n, seed=args.seed)
+        acc = zero_shot_accuracy(clip, toy.world, n=args.n, seed=args.seed)
         print(f"| `{name}` | {seconds:.2f} s | {acc['colour']:.1%} | {acc['shape']:.1%} | {acc['caption']:.1%} |")
 
 

@@ -39,6 +39,8 @@ BUNDLED: dict[str, Path] = {
         "toy-biased-subject",
         "toy-strict-biased-subject",
         "toy-control-subject",
+        "toy-clutter-subject",
+        "toy-clutter-judge",
     )
 }
 

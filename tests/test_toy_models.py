@@ -9,7 +9,7 @@ import torch
 
 from clip_inversion.clip import BUNDLED, CLIPSpec, load_clip
 from clip_inversion.toyworld import MODEL_CONFIGS
-from clip_inversion.toyworld.evaluate import zero_shot_accuracy
+from clip_inversion.toyworld.evaluate import WORLDS, zero_shot_accuracy
 from clip_inversion.toyworld.world import ShapeWorld
 
 
@@ -55,12 +55,23 @@ def test_shipped_model_is_small_fp16_local_dir(name):
         assert {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118 (safe_open is no dict) == {torch.float16}
 
 
-def test_subject_and_judge_differ_in_architecture():
+@pytest.mark.parametrize("name", ["toy-clutter-subject", "toy-clutter-judge"])
+def test_world_b_models_meet_the_accuracy_bars(name):
+    # World B's held-out template and fresh scenes; its ViTs never saw world A (docs/toy-models.md).
+    acc = zero_shot_accuracy(load_clip(CLIPSpec(name)), WORLDS["b"].world, n=400, seed=777_000)
+    assert acc["colour"] >= COLOUR_B and acc["shape"] >= SHAPE_B and acc["caption"] >= SHAPE_B, acc
+
+
+@pytest.mark.parametrize("world", sorted(WORLDS))
+def test_each_world_s_subject_and_judge_differ_in_architecture(world):
     subject, judge = (
         json.loads((BUNDLED[n] / "open_clip_config.json").read_text())["model_cfg"]
-        for n in ("toy-subject", "toy-judge")
+        for n in (WORLDS[world].subject, WORLDS[world].judge)
     )
     assert subject["vision_cfg"] != judge["vision_cfg"]
+    if world == "b":  # both ViTs (patch 8 at 64 px) of different widths
+        assert subject["vision_cfg"]["patch_size"] == judge["vision_cfg"]["patch_size"] == 8
+        assert subject["vision_cfg"]["width"] != judge["vision_cfg"]["width"]
 
 
 def test_the_same_weights_load_through_every_public_path(tmp_path, subject):

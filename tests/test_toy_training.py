@@ -2,19 +2,26 @@
 
 import json
 
+import pytest
 import torch
 
 from clip_inversion.clip import CLIPSpec, load_clip
+from clip_inversion.toyworld import MODEL_CONFIGS
+from clip_inversion.toyworld.clutter import ClutterWorld
 from clip_inversion.toyworld.train import ShapeWorldBatches, main, multi_positive_clip_loss
 from clip_inversion.toyworld.world import ShapeWorld
 
 
-def test_training_smoke_run_exports_a_loadable_model(tmp_path):
+@pytest.mark.parametrize(
+    ("model_name", "world"), [("toy-byobnet", ShapeWorld), ("toy-vit-w64", ClutterWorld)], ids=["a", "b"]
+)
+def test_training_smoke_run_exports_a_loadable_model(tmp_path, model_name, world):
     export = tmp_path / "model"
     main(
         [
             "fit",
-            "--model.model_name=toy-byobnet",
+            f"--model.model_name={model_name}",
+            f"--data.world={world.__module__}.{world.__name__}",
             f"--model.export_dir={export}",
             "--model.noise_std=0.1",
             "--data.batch_size=16",
@@ -27,8 +34,13 @@ def test_training_smoke_run_exports_a_loadable_model(tmp_path):
         ]
     )
     config = json.loads((export / "open_clip_config.json").read_text())
-    assert config["model_cfg"]["vision_cfg"]["timm_model_name"] == "test_byobnet"
-    assert config["preprocess_cfg"]["size"] == 64 and len(config["preprocess_cfg"]["mean"]) == 3
+    assert config["model_cfg"]["vision_cfg"] == json.loads((MODEL_CONFIGS / f"{model_name}.json").read_text())[
+        "vision_cfg"
+    ]
+    # The input statistics are measured on the world trained on (2,048 images of seed 123,456).
+    images = world().batch(2048, seed=123_456)[0]
+    assert config["preprocess_cfg"]["size"] == 64
+    assert config["preprocess_cfg"]["mean"] == pytest.approx(images.mean(dim=(0, 2, 3)).tolist(), abs=1e-3)
     clip = load_clip(CLIPSpec(f"local-dir:{export}"))
     assert clip.encode_text(["a red star"]).shape == (1, 64)
 

@@ -9,6 +9,7 @@ MODELS = Path(__file__).parent / "models"
 
 
 def register_model_configs() -> None:
-    """Make the toy architectures (``toy-resnet``, ``toy-byobnet``, ``toy-efficientnet``) known to ``open_clip``."""
+    """Make the toy architectures (``toy-resnet``, ``toy-byobnet``, ``toy-efficientnet``, ``toy-vit-w96``,
+    ``toy-vit-w64``) known to ``open_clip``."""
     if "toy-resnet" not in open_clip.list_models():
         open_clip.add_model_config(MODEL_CONFIGS)

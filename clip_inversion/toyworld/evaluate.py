@@ -1,13 +1,14 @@
-"""Zero-shot accuracy on the shape world: of a model on held-out scenes, and of a judge on inverted images.
+"""Zero-shot accuracy on the toy worlds: of a model on held-out scenes, and of a judge on inverted images.
 
-``python -m clip_inversion.toyworld.evaluate RUN_DIR`` scores a finished inversion run whose prompts are
-captions of the world, with the bundled judge.
+``python -m clip_inversion.toyworld.evaluate RUN_DIR [--world b]`` scores a finished inversion run whose
+prompts are captions of a world, with that world's bundled judge.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -16,7 +17,25 @@ from torch import Tensor
 from clip_inversion.api import read_manifest
 from clip_inversion.clip import CLIPSpec, FrozenCLIP, load_clip
 from clip_inversion.metrics import JudgeCosine, ZeroShotAccuracy, mean_subject_cosine
-from clip_inversion.toyworld.world import HELD_OUT_TEMPLATE, ShapeWorld
+from clip_inversion.toyworld.clutter import ClutterWorld
+from clip_inversion.toyworld.world import ShapeWorld
+
+
+@dataclass(frozen=True)
+class ToyWorld:
+    """A world with the bundled model inverted on it and the bundled judge that scores its inversions."""
+
+    world: ShapeWorld = field(default_factory=ShapeWorld)
+    subject: str = "toy-subject"
+    judge: str = "toy-judge"
+
+
+# World A: one shape on plain, gradient or noise backgrounds, ResNet subject and BYOB judge (world.py).
+# World B: a shaded shape among grey clutter on patterned backgrounds, two ViTs (clutter.py).
+WORLDS: dict[str, ToyWorld] = {
+    "a": ToyWorld(),
+    "b": ToyWorld(ClutterWorld(), "toy-clutter-subject", "toy-clutter-judge"),
+}
 
 
 def world_accuracy(logits: Tensor, colour: Tensor, shape: Tensor, num_shapes: int) -> dict[str, float]:
@@ -55,9 +74,10 @@ def _world_scores(accuracy: ZeroShotAccuracy) -> dict[str, float]:
 
 @torch.no_grad()
 def zero_shot_accuracy(
-    clip: FrozenCLIP, world: ShapeWorld, n: int = 2000, seed: int = 10_000, template: str = HELD_OUT_TEMPLATE
+    clip: FrozenCLIP, world: ShapeWorld, n: int = 2000, seed: int = 10_000, template: str | None = None
 ) -> dict[str, float]:
-    """A model's zero-shot accuracy on ``n`` fresh scenes, classified among all captions of ``template``."""
+    """A model's zero-shot accuracy on ``n`` fresh scenes, among all captions of ``template`` (default: held out)."""
+    template = template or world.held_out_template
     accuracy = ZeroShotAccuracy(world.captions_of(template), clip, levels=world_levels(world))
     for start in range(0, n, 500):
         images, _, scenes = world.batch(min(500, n - start), seed=seed + start)
@@ -79,6 +99,12 @@ def parse_caption(world: ShapeWorld, prompt: str) -> tuple[int, int]:
 def judge_run(run_dir: str | Path, judge: CLIPSpec | None = None, world: ShapeWorld | None = None) -> dict[str, float]:
     """Score every image of a run's ``manifest.jsonl`` with a judge, among all captions of the world.
 
+    Args:
+        run_dir: the run's directory.
+        judge: the judge (default ``toy-judge``, world A's).
+        world: the world whose captions were inverted (default world A); the judge chooses among its
+            captions in its first template ("a {colour} {shape}").
+
     Returns:
         ``colour``, ``shape`` and ``caption`` accuracy, ``judge_cosine`` (mean cosine to the prompt under the
         judge), ``subject_cosine`` (mean cosine recorded by the run) and ``images``.
@@ -87,7 +113,7 @@ def judge_run(run_dir: str | Path, judge: CLIPSpec | None = None, world: ShapeWo
     inversions = read_manifest(run_dir)
     images = torch.stack([inv.image for inv in inversions])
     labels = torch.tensor([parse_caption(world, inv.prompt) for inv in inversions])
-    accuracy = ZeroShotAccuracy(world.captions_of("a {colour} {shape}"), clip, levels=world_levels(world))
+    accuracy = ZeroShotAccuracy(world.captions_of(), clip, levels=world_levels(world))
     accuracy.update(images, labels[:, 0] * len(world.shapes) + labels[:, 1])
     prompts = [inv.prompt for inv in inversions]
     cosine = JudgeCosine(list(dict.fromkeys(prompts)), clip)
@@ -102,9 +128,11 @@ def judge_run(run_dir: str | Path, judge: CLIPSpec | None = None, world: ShapeWo
 def main(args: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Score an inversion run of shape-world captions with a judge CLIP.")
     parser.add_argument("run_dir", help="directory holding manifest.jsonl")
-    parser.add_argument("--judge", default="toy-judge", help="judge model name (default: the bundled toy-judge)")
+    parser.add_argument("--world", choices=sorted(WORLDS), default="a", help="the world of the captions (default: a)")
+    parser.add_argument("--judge", help="judge model name (default: the world's bundled judge)")
     ns = parser.parse_args(args)
-    print(json.dumps(judge_run(ns.run_dir, CLIPSpec(ns.judge)), indent=2))
+    toy = WORLDS[ns.world]
+    print(json.dumps(judge_run(ns.run_dir, CLIPSpec(ns.judge or toy.judge), toy.world), indent=2))
 
 
 if __name__ == "__main__":

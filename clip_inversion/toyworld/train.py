@@ -5,6 +5,7 @@ Run as ``clip-inversion-train-toy fit --config configs/toy/subject.yaml`` (see d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import open_clip
 import torch
 import torch.nn.functional as F
+from jsonargparse import set_parsing_settings
 from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 from safetensors.torch import save_file
@@ -20,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from clip_inversion.toyworld import register_model_configs
 from clip_inversion.toyworld.evaluate import world_accuracy
-from clip_inversion.toyworld.world import HELD_OUT_TEMPLATE, ShapeWorld
+from clip_inversion.toyworld.world import ShapeWorld
 
 Batch = tuple[Tensor, list[str], Tensor, Tensor]  # images (B, 3, H, W) in [0, 1], captions, colour (B,), shape (B,)
 
@@ -48,7 +50,8 @@ class ShapeWorldData(LightningDataModule):
     """Training stream and a held-out zero-shot set (fresh seed, caption template unseen in training).
 
     Args:
-        world: the world to draw from; a planted correlation here ends up in the trained model.
+        world: the world to draw from (world A, ``ShapeWorld``, or world B, ``clutter.ClutterWorld``); a planted
+            correlation here ends up in the trained model.
         batch_size: scenes per training batch.
         train_batches: number of training batches (one pass; set ``trainer.max_steps`` to match).
         val_size: held-out images.
@@ -78,9 +81,7 @@ class ShapeWorldData(LightningDataModule):
         return DataLoader(data, batch_size=None, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
-        held_out = ShapeWorld(
-            self.world.image_size, self.world.colours, self.world.shapes, templates=(HELD_OUT_TEMPLATE,)
-        )
+        held_out = dataclasses.replace(self.world, correlations={}, templates=(self.world.held_out_template,))
         n = math.ceil(self.val_size / 500)
         return DataLoader(ShapeWorldBatches(held_out, n, 500, self.seed + 10_000), batch_size=None)
 
@@ -107,7 +108,8 @@ class ToyCLIPTraining(LightningModule):
     """Contrastive training of an open_clip ``CLIP`` built from a registered config.
 
     Args:
-        model_name: a registered open_clip config (``toy-resnet``, ``toy-byobnet``, ``toy-efficientnet`` or any other).
+        model_name: a registered open_clip config (``toy-resnet``, ``toy-vit-w96``, ... from
+            ``toyworld/model_configs``, or any other).
         lr: peak AdamW learning rate, reached after ``warmup_steps`` and decayed with a cosine.
         weight_decay: AdamW weight decay on matrices (not on norms, biases or embeddings).
         warmup_steps: linear warm-up steps.
@@ -140,7 +142,7 @@ class ToyCLIPTraining(LightningModule):
         self.mean.copy_(images.mean(dim=(0, 2, 3)))
         self.std.copy_(images.std(dim=(0, 2, 3)))
         self.num_shapes = len(world.shapes)
-        self.held_out_captions = world.captions_of(HELD_OUT_TEMPLATE)
+        self.held_out_captions = world.captions_of(world.held_out_template)
 
     def _encode_images(self, images: Tensor) -> Tensor:
         return self.model.encode_image((images - self.mean[:, None, None]) / self.std[:, None, None], normalize=True)
@@ -209,6 +211,7 @@ def export_local_dir(trained: ToyCLIPTraining, dirpath: Path) -> None:
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``clip-inversion-train-toy``."""
+    set_parsing_settings(subclasses_enabled=[ShapeWorld])  # data.world: {class_path: ...clutter.ClutterWorld}
     LightningCLI(ToyCLIPTraining, ShapeWorldData, args=args, save_config_kwargs={"overwrite": True})
 
 

@@ -110,6 +110,7 @@ class ShapeWorld:
             ``{"star": {"yellow": 0.9}}`` makes 90% of stars yellow, the rest spread evenly over
             the other colours. Shapes not named get uniform colours.
         templates: caption templates with ``{colour}`` and ``{shape}`` fields.
+        held_out_template: the template kept out of training, for zero-shot evaluation.
     """
 
     image_size: int = 64
@@ -117,6 +118,7 @@ class ShapeWorld:
     shapes: tuple[str, ...] = SHAPES
     correlations: dict[str, dict[str, float]] = field(default_factory=dict)
     templates: tuple[str, ...] = TRAIN_TEMPLATES
+    held_out_template: str = HELD_OUT_TEMPLATE
 
     def __post_init__(self) -> None:
         self.colours, self.shapes, self.templates = tuple(self.colours), tuple(self.shapes), tuple(self.templates)
