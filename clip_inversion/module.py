@@ -1,8 +1,7 @@
 """The LightningModule: Lightning's hooks wired to the pure-torch :class:`~clip_inversion.core.inverter.Inverter`.
 
-The CLIP models load in ``configure_model``, after the prompts were checked. One epoch inverts one batch of
-prompts for ``steps`` optimisation steps; the images and the targets are made when the epoch's first batch
-arrives. The image is the only trainable parameter.
+The CLIPs load in ``configure_model``, after the prompts were checked. One epoch inverts one batch of prompts
+for ``steps`` steps, starting when its first batch arrives. The image is the only trainable parameter.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from dataclasses import asdict
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
@@ -21,18 +19,13 @@ from torch import Tensor, nn
 from clip_inversion.core.augment import Augment
 from clip_inversion.core.clip import CLIPSpec, load_clip
 from clip_inversion.core.image import MAX_SIZE, ImageParam, PixelImage
-from clip_inversion.core.inverter import Clamp, Inverter, Member
+from clip_inversion.core.inverter import Clamp, Inverter, Member, adam
 from clip_inversion.core.objective import Distance
-from clip_inversion.core.targets import load_image, parse_target
+from clip_inversion.core.targets import load_image
 from clip_inversion.data import PromptBatch
 from clip_inversion.errors import UsageError
 
 ImageFactory = Callable[[list[int], int], ImageParam]
-
-
-def adam(params: Any) -> torch.optim.Optimizer:
-    """The reference optimizer: Adam with learning rate 0.1."""
-    return torch.optim.Adam(params, lr=0.1)
 
 
 def check_optimizer(optimizer: OptimizerCallable) -> None:
@@ -50,27 +43,23 @@ class CLIPInversion(LightningModule):
 
     Args:
         clip: the CLIP model to invert.
-        ensemble: more CLIP models inverted together with ``clip``; the distance term is the weighted mean
-            of every model's (each encodes at its own input size with its own mean/std and tokenizer).
+        ensemble: more CLIPs inverted with ``clip``; the distance is the weighted mean (each at its own size).
         ensemble_weights: one weight per model, ``clip`` first (default: equal weights).
         steps: optimisation steps per batch of prompts.
         init_size: side of the images at the start, in pixels (a resolution schedule can grow them).
         copies: augmented copies of each image per step.
-        augmentations: Kornia augmentations applied to each copy; ``None`` is the reference's random affine,
-            ``[]`` turns augmentation off.
+        augmentations: augmentations of each copy (``None``: the reference's random affine; ``[]``: none).
         distance: ``"l2"`` (the reference's ``||u - v||``) or ``"cosine"`` (``1 - cos``).
         tv: weight of the released four-direction total variation.
         l1: weight of the L1 norm of the image.
         grad_clip: largest gradient norm of each image's parameters; ``None`` turns clipping off.
         clamp: ``"before_step"`` clamps pixels to [0, 1] between the gradient clipping and the optimizer's
             step, as the released loop does; ``"after_step"`` clamps after each step and each upsampling.
-        image: the image parameterisation, called with the prompts' seeds and ``init_size`` (default: raw
-            pixels; ``clip_inversion.core.image.FourierImage`` and ``PyramidImage`` from YAML).
+        image: the parameterisation, built from the prompts' seeds and ``init_size`` (default: raw pixels).
         init_image: an image file every prompt starts from (resized to ``init_size``) instead of noise.
         optimizer: builds the optimizer from the image parameters (default: Adam, lr 0.1).
         scheduler: builds an optional learning-rate scheduler, stepped every step.
-        fused_warp: with the reference's single random affine, warp and resize each copy to the model's input
-            size in one sampling (faster; see ``Augment.warp_to``). Other pipelines ignore it.
+        fused_warp: warp and resize each copy in one sampling (with a lone random affine and one model).
         channels_last: run the image tower in channels-last memory format (faster for convolutional towers).
         compile: ``torch.compile`` the inverter's step (CUDA graphs on a GPU; see docs/benchmarks.md).
     """
@@ -101,12 +90,13 @@ class CLIPInversion(LightningModule):
         for name, value, least in (("steps", steps, 1), ("init_size", init_size, 8), ("tv", tv, 0), ("l1", l1, 0)):
             if value < least:
                 raise UsageError(f"--model.{name} must be at least {least}, got {value}")
-        if init_size > MAX_SIZE:
-            raise UsageError(f"--model.init_size must be at most {MAX_SIZE} pixels, got {init_size}")
-        if grad_clip is not None and grad_clip <= 0:
-            raise UsageError(f"--model.grad_clip must be positive or null, got {grad_clip}")
-        if clamp not in ("before_step", "after_step"):
-            raise UsageError(f"--model.clamp must be before_step or after_step, got {clamp!r}")
+        for bad, message in (
+            (init_size > MAX_SIZE, f"--model.init_size must be at most {MAX_SIZE} pixels, got {init_size}"),
+            (grad_clip is not None and grad_clip <= 0, f"--model.grad_clip must be positive or null, got {grad_clip}"),
+            (clamp not in ("before_step", "after_step"), f"--model.clamp must be before_step or after_step: {clamp}"),
+        ):
+            if bad:
+                raise UsageError(message)
         check_optimizer(optimizer)
         self.save_hyperparameters(ignore=["augmentations", "optimizer", "scheduler", "image"])
         self.clip_spec = clip or CLIPSpec()
@@ -124,7 +114,7 @@ class CLIPInversion(LightningModule):
         self.augment = Augment(augmentations, copies)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.inverter: Inverter | None = None  # made by configure_model, after the prompts were checked
-        self.step_fn: Callable[[int | Tensor], dict[str, Tensor]] | None = None
+        self.step_fn: Callable[[int], dict[str, Tensor]] | None = None  # the inverter, compiled or not
         self.prompts: PromptBatch | None = None
         self.strict_loading = False  # checkpoints leave the frozen CLIPs out
 
@@ -141,16 +131,8 @@ class CLIPInversion(LightningModule):
             members, self.augment, self.image_factory([], hp.init_size), hp.distance, hp.tv, hp.l1, hp.grad_clip,
             hp.clamp, hp.fused_warp, hp.channels_last,
         ).to(self.device)  # fmt: skip
-        on_gpu = self.device.type == "cuda"
-        self.step_fn = (
-            torch.compile(self.inverter, mode="reduce-overhead" if on_gpu else None) if hp.compile else self.inverter
-        )
-
-    def setup(self, stage: str) -> None:
-        """Check every prompt's target (weights, files) before any model loads."""
-        for batch in getattr(self.trainer.datamodule, "batches", None) or []:
-            for spec in batch.prompts:
-                parse_target(spec)
+        mode = "reduce-overhead" if self.device.type == "cuda" else None  # CUDA graphs on a GPU
+        self.step_fn = torch.compile(self.inverter, mode=mode) if hp.compile else self.inverter
 
     def on_train_batch_start(self, batch: PromptBatch, batch_idx: int) -> int | None:
         if batch.skip:  # every prompt of this epoch is already in the manifest
@@ -160,10 +142,7 @@ class CLIPInversion(LightningModule):
             self.prompts = batch
             image = self.image_factory(batch.seeds, self.hparams.init_size)
             if self.init_image is not None:
-                start = F.interpolate(
-                    load_image(self.init_image)[None], size=image.size, mode="bicubic", antialias=True
-                )
-                image.set_(start.clamp(0, 1).expand(len(batch.seeds), -1, -1, -1))
+                image.set_picture_(load_image(self.init_image))
             self.inverter.start(image, batch.prompts)
             self.trainer.strategy.setup_optimizers(self.trainer)
         return None
@@ -203,17 +182,11 @@ class CLIPInversion(LightningModule):
         try:
             yield
         except torch.OutOfMemoryError as e:
-            prompts, size, copies = len(self.inverter.seeds), self.inverter.image.size, self.augment.copies
+            p, size, copies = len(self.inverter.seeds), self.inverter.image.size, self.augment.copies
             raise UsageError(
-                f"out of {self.device.type} memory inverting {prompts} prompts x {copies} copies ({size} px images): "
-                f"lower --data.batch_size (now {prompts}) or --model.copies (now {copies}); docs/benchmarks.md "
-                "lists what fits"
+                f"out of {self.device.type} memory inverting {p} prompts x {copies} copies ({size} px images): lower "
+                f"--data.batch_size (now {p}) or --model.copies (now {copies}); docs/benchmarks.md lists what fits"
             ) from e
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
-        """The images, targets and guard; the frozen CLIPs are reloaded from their specs, not checkpointed."""
-        state = super().state_dict(*args, **kwargs)
-        return type(state)((k, v) for k, v in state.items() if ".clip." not in k)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["prompts"] = asdict(self.prompts) if self.prompts else None

@@ -62,8 +62,13 @@ class ImageParam(nn.Module):
         """New parameters such that ``forward()`` gives ``images`` ``(P, 3, S, S)`` in [0, 1], at size ``S``."""
         raise NotImplementedError
 
+    def set_picture_(self, picture: Tensor) -> None:
+        """Start every image from ``picture`` ``(3, H, W)`` in [0, 1], resized (bicubic) to this size."""
+        start = F.interpolate(picture[None], size=(self.size, self.size), mode="bicubic", antialias=True)
+        self.set_(start.clamp(0, 1).expand(len(self.seeds), -1, -1, -1).to(self._device()))
+
     def project_(self) -> None:
-        """Called after every optimizer step; nothing to do when ``forward()`` squashes to [0, 1]."""
+        """Clamps to [0, 1] where ``forward()`` can leave it; nothing to do when it squashes to [0, 1]."""
 
     def resize_for(self, shapes: Mapping[str, torch.Size]) -> None:
         """Take empty parameters of a checkpoint's ``shapes`` (keys relative to this module)."""

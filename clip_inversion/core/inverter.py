@@ -15,7 +15,7 @@ one graph (``torch.compile(inverter, fullgraph=True)``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 import torch
@@ -36,13 +36,22 @@ from clip_inversion.core.targets import encode_targets
 Clamp = Literal["before_step", "after_step"]
 
 
+def adam(params: Iterable[Tensor]) -> torch.optim.Optimizer:
+    """The reference optimizer: Adam with learning rate 0.1."""
+    return torch.optim.Adam(params, lr=0.1)
+
+
 class Member(nn.Module):
-    """One inverted model: a frozen CLIP, the prompts' ``(P, D)`` unit targets under it, and its weight."""
+    """One inverted model: a frozen CLIP, the prompts' ``(P, D)`` unit targets under it, and its weight.
+
+    Its state dict holds the targets only: the frozen CLIP is reloaded from its name, not checkpointed.
+    """
 
     def __init__(self, clip: FrozenCLIP, weight: float = 1.0) -> None:
         super().__init__()
         self.clip, self.weight = clip, weight
         self.register_buffer("targets", torch.empty(0, 0))
+        self.register_state_dict_post_hook(_drop_frozen_clip)
 
 
 class NonFiniteGuard(nn.Module):
@@ -231,6 +240,11 @@ class Inverter(nn.Module):
                 module, _, leaf = name.rpartition(".")
                 empty = torch.empty(ours[name].shape, dtype=ours[name].dtype, device=buffer.device)
                 setattr(self.get_submodule(module) if module else self, leaf, empty)
+
+
+def _drop_frozen_clip(module: Member, state: dict[str, Tensor], prefix: str, metadata: dict) -> None:
+    for key in [k for k in state if k.startswith(f"{prefix}clip.")]:
+        del state[key]
 
 
 def _per_image(mask: Tensor, like: Tensor) -> Tensor:
