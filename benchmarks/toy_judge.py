@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from clip_inversion.cli import run
-from clip_inversion.clip import CLIPSpec
-from clip_inversion.probes import wilson_interval
+from clip_inversion.core.clip import CLIPSpec
+from clip_inversion.studies.probes import wilson_interval
 from clip_inversion.toyworld.evaluate import WORLDS, judge_run
 
 ROOT = Path(__file__).parents[1]

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from clip_inversion.clip import CLIPSpec, load_clip
+from clip_inversion.core.clip import CLIPSpec, load_clip
 from clip_inversion.toyworld.evaluate import WORLDS, zero_shot_accuracy
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Sampler
 
+from clip_inversion.core.targets import parse_target
 from clip_inversion.errors import UsageError
 from clip_inversion.rundir import finished
 
@@ -59,11 +60,6 @@ def prompt_seed(base_seed: int, prompt_id: str) -> int:
     """A prompt's own seed, derived from the run's base seed and the prompt's id (stable across runs)."""
     digest = hashlib.sha256(f"{base_seed}:{prompt_id}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
-
-
-def step_seed(prompt_seed: int, step: int) -> int:
-    """The seed of one prompt's augmentation draws at one step: the same in any batch, on any rank."""
-    return (prompt_seed * 6_364_136_223_846_793_005 + step) % 2**63
 
 
 def read_prompts(path: str | Path, base_seed: int = 0, first: int = 0) -> list[Prompt]:
@@ -242,6 +238,9 @@ class PromptDataModule(LightningDataModule):
         world_size, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
         done = finished(trainer.default_root_dir) if trainer else set()
         self.batches = plan(self.all_prompts(), self.batch_size, world_size, rank, done)
+        for batch in self.batches:  # every target (weights, files) checked before any model loads
+            for spec in batch.prompts:
+                parse_target(spec)
         if trainer is not None:
             trainer.fit_loop.max_epochs = len(self.batches)  # one epoch a batch: the sweep ends with the last
 

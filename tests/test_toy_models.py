@@ -7,7 +7,7 @@ import open_clip
 import pytest
 import torch
 
-from clip_inversion.clip import BUNDLED, CLIPSpec, load_clip
+from clip_inversion.core.clip import BUNDLED, CLIPSpec, load_clip
 from clip_inversion.toyworld import MODEL_CONFIGS
 from clip_inversion.toyworld.evaluate import WORLDS, zero_shot_accuracy
 from clip_inversion.toyworld.world import ShapeWorld
@@ -52,14 +52,8 @@ def test_shipped_model_is_small_fp16_local_dir(name):
     from safetensors import safe_open
 
     with safe_open(files["open_clip_model.safetensors"], "pt") as f:
-        assert {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118 (safe_open is no dict) == {torch.float16}
-
-
-@pytest.mark.parametrize("name", ["toy-clutter-subject", "toy-clutter-judge"])
-def test_world_b_models_meet_the_accuracy_bars(name):
-    # World B's held-out template and fresh scenes; its ViTs never saw world A (docs/toy-models.md).
-    acc = zero_shot_accuracy(load_clip(CLIPSpec(name)), WORLDS["b"].world, n=400, seed=777_000)
-    assert acc["colour"] >= COLOUR_B and acc["shape"] >= SHAPE_B and acc["caption"] >= SHAPE_B, acc
+        dtypes = {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+    assert dtypes == {torch.float16}
 
 
 @pytest.mark.parametrize("world", sorted(WORLDS))

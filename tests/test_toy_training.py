@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from clip_inversion.clip import CLIPSpec, load_clip
+from clip_inversion.core.clip import CLIPSpec, load_clip
 from clip_inversion.toyworld import MODEL_CONFIGS
 from clip_inversion.toyworld.clutter import ClutterWorld
 from clip_inversion.toyworld.train import ShapeWorldBatches, main, multi_positive_clip_loss
@@ -34,9 +34,10 @@ def test_training_smoke_run_exports_a_loadable_model(tmp_path, model_name, world
         ]
     )
     config = json.loads((export / "open_clip_config.json").read_text())
-    assert config["model_cfg"]["vision_cfg"] == json.loads((MODEL_CONFIGS / f"{model_name}.json").read_text())[
-        "vision_cfg"
-    ]
+    assert (
+        config["model_cfg"]["vision_cfg"]
+        == json.loads((MODEL_CONFIGS / f"{model_name}.json").read_text())["vision_cfg"]
+    )
     # The input statistics are measured on the world trained on (2,048 images of seed 123,456).
     images = world().batch(2048, seed=123_456)[0]
     assert config["preprocess_cfg"]["size"] == 64

@@ -3,8 +3,8 @@
 A held-out second world for checking that settings chosen on world A (``world.py``) carry over: the same
 6 colour and 5 shape names (so the same 30 captions), but its own colour prototypes, its own renderer
 (implicit shape functions with stretch, shading and outlines instead of polar outline tables), 0-3 grey
-specks (discs of 1-3 px radius, too small to read as a shape), four patterned backgrounds (stripes, checks, radial gradient, grain) and its own
-caption templates.
+specks (discs of 1-3 px radius, too small to read as a shape), four patterned backgrounds (stripes,
+checks, radial gradient, grain) and its own caption templates.
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from clip_inversion.api import read_manifest
-from clip_inversion.clip import CLIPSpec, FrozenCLIP, load_clip
-from clip_inversion.metrics import JudgeCosine, ZeroShotAccuracy, mean_subject_cosine
+from clip_inversion.core.clip import CLIPSpec, FrozenCLIP, load_clip
+from clip_inversion.rundir import read_manifest
+from clip_inversion.studies.metrics import JudgeCosine, ZeroShotAccuracy, mean_subject_cosine
 from clip_inversion.toyworld.clutter import ClutterWorld
 from clip_inversion.toyworld.world import ShapeWorld
 
@@ -31,7 +31,7 @@ class ToyWorld:
 
 
 # World A: one shape on plain, gradient or noise backgrounds, ResNet subject and BYOB judge (world.py).
-# World B: a shaded shape among grey clutter on patterned backgrounds, two ViTs (clutter.py).
+# World B: a shaded, outlined shape among grey specks on patterned backgrounds, two ViTs (clutter.py).
 WORLDS: dict[str, ToyWorld] = {
     "a": ToyWorld(),
     "b": ToyWorld(ClutterWorld(), "toy-clutter-subject", "toy-clutter-judge"),
