@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from clip_inversion.rundir import read_manifest
+from clip_inversion.toyworld.clutter import ClutterWorld
+
 SPEED = Path(__file__).parents[1] / "benchmarks" / "speed.py"
 
 
@@ -31,14 +34,17 @@ def test_flop_count_and_matmul_peak(speed):
     assert speed.matmul_peak("cpu", 64) > 0
 
 
+def benchmark(monkeypatch, name: str):
+    """Import ``benchmarks/<name>.py`` with its folder on the path (the scripts import their siblings)."""
+    monkeypatch.syspath_prepend(str(SPEED.parent))
+    spec = importlib.util.spec_from_file_location(name, SPEED.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_the_parameterisation_comparison_pools_seeds_and_compares_with_its_baseline(monkeypatch, capsys):
-    benchmarks = str(SPEED.parent)
-    monkeypatch.syspath_prepend(benchmarks)  # the script imports its sibling toy_judge.py
-    spec = importlib.util.spec_from_file_location(
-        "compare_parameterisations", SPEED.parent / "compare_parameterisations.py"
-    )
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
+    compare = benchmark(monkeypatch, "compare_parameterisations")
     argv = ["compare_parameterisations.py", "--steps", "2", "--baseline-steps", "4", "--only", "pixels", "--seeds", "0"]
     monkeypatch.setattr("sys.argv", argv)
     compare.main()
@@ -48,6 +54,31 @@ def test_the_parameterisation_comparison_pools_seeds_and_compares_with_its_basel
     difference, interval = rows[1][5].split(" [")  # "+17 [+6, +28]"
     low, high = (float(x) for x in interval.rstrip("]").split(", "))
     assert abs(float(difference) - (pooled[1] - pooled[0])) <= 1 and low <= float(difference) <= high
+
+
+def test_world_b_inverts_with_its_subject_and_is_scored_by_its_judge(monkeypatch, capsys):
+    toy_judge = benchmark(monkeypatch, "toy_judge")
+    seen = {}
+
+    def judge_run(run_dir, judge, world):  # what the benchmark scored, recorded before its run dir goes
+        seen.update(model=read_manifest(run_dir)[0].record["model"], judge=judge.model_name, world=world)
+        return {"colour": 0.5, "shape": 0.5, "caption": 0.2, "judge_cosine": 0.1, "subject_cosine": 0.9, "images": 30}
+
+    monkeypatch.setattr(toy_judge, "judge_run", judge_run)
+    monkeypatch.setattr("sys.argv", ["toy_judge.py", "--world", "b", "--seeds", "0", "--", "--model.steps=1"])
+    toy_judge.main()
+    assert seen["model"] == "toy-clutter-subject" and seen["judge"] == "toy-clutter-judge"
+    assert isinstance(seen["world"], ClutterWorld)
+    row = capsys.readouterr().out.strip().split(" | ")
+    assert row[0] == "| b" and row[4] == "50% [33, 67]" and row[5] == "20% [10, 37]"  # 15 and 6 of 30, Wilson
+
+
+def test_world_a_ensembles_are_refused_on_world_b(monkeypatch):
+    compare = benchmark(monkeypatch, "compare_parameterisations")
+    monkeypatch.setattr("sys.argv", ["compare_parameterisations.py", "--world", "b", "--only", "pixels + ensemble"])
+    with pytest.raises(SystemExit) as exit_:
+        compare.main()
+    assert exit_.value.code == 2
 
 
 def test_a_steps_operator_calls_do_not_grow_with_the_prompts(monkeypatch):
