@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -50,14 +49,15 @@ class ResolutionSchedule(Callback):
         last_step, init_size = pl_module.hparams.steps, pl_module.hparams.init_size
         late = [s for s in steps if s >= last_step]
         if late:  # a shortened run (--model.steps=N for a quick look) is fine: those sizes are never reached
-            warnings.warn(
-                f"ResolutionSchedule milestones at steps {late} come after the last step (--model.steps={last_step}) "
-                "and never happen",
-                stacklevel=2,
+            log.warning(
+                "ResolutionSchedule milestones at steps %s come after the last step (--model.steps=%d): never reached",
+                late,
+                last_step,
             )
         if sizes and sizes[0] <= init_size:
             raise UsageError(
-                f"ResolutionSchedule sizes must be larger than --model.init_size={init_size}: {self.milestones}"
+                f"ResolutionSchedule sizes must be larger than --model.init_size={init_size}: {self.milestones}; "
+                "lower --model.init_size, or give the schedule larger sizes in a config of your own (trainer.callbacks)"
             )
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:

@@ -1,8 +1,15 @@
-"""``clip-inversion``: LightningCLI over the inversion module and the prompts, configured by YAML."""
+"""``clip-inversion``: LightningCLI over the inversion module and the prompts, configured by YAML.
+
+Only ``fit`` is offered. Prompts given on the command line are the run's prompts: ``--data.prompts`` or
+``--data.prompts_file`` there replaces the prompts of the configs (both there: both are inverted). A run
+directory is continued only with the settings it was made with (``run.json``, see rundir.py).
+"""
 
 from __future__ import annotations
 
 import errno
+import json
+import logging
 import os
 import sys
 import warnings
@@ -11,8 +18,9 @@ from typing import Any
 
 import torch
 from jsonargparse import ArgumentError
-from lightning import LightningModule, Trainer
+from lightning import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from clip_inversion import strategy  # noqa: F401 (registers the "independent_ddp" strategy)
@@ -20,9 +28,7 @@ from clip_inversion.callbacks import InversionWriter
 from clip_inversion.data import PromptDataModule
 from clip_inversion.errors import UsageError, describe_load_error
 from clip_inversion.module import CLIPInversion
-
-# The frozen CLIP stays in eval mode on purpose.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+from clip_inversion.rundir import claim, finished
 
 
 class LogConfig(SaveConfigCallback):
@@ -36,6 +42,11 @@ class LogConfig(SaveConfigCallback):
 
 
 class InversionCLI(LightningCLI):
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Only ``fit``: validating, testing or predicting an inversion means nothing."""
+        return {"fit": LightningCLI.subcommands()["fit"]}
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("model.steps", "data.steps")
         # Always on: a run that writes no images is no use (``--writer.snapshot_steps=[...]``).
@@ -43,10 +54,18 @@ class InversionCLI(LightningCLI):
         # A config may also describe a model sweep, which clip-inversion-sweep runs (see sweep.py).
         parser.add_argument("--sweep.models", type=list[str] | None, default=None, help="NAME or NAME@TAG each")
         parser.add_argument("--sweep.root", type=str, default="runs/models", help="parent of the model runs")
+        parser.add_argument(
+            "--fresh",
+            type=bool,
+            default=False,
+            help="delete the run directory's images, snapshots, manifest and checkpoints first, and start again",
+        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
+        if subcommand and isinstance(args, list | None):
+            command_line_prompts(self.config[subcommand].data, sys.argv[1:] if args is None else args)
         if subcommand and self.config[subcommand].get("ckpt_path") not in (None, "last", "hpc", "best", "registry"):
             check_checkpoint(self.config[subcommand].ckpt_path)  # before Lightning reads its hyperparameters
 
@@ -59,6 +78,66 @@ class InversionCLI(LightningCLI):
             return super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, ValueError, RuntimeError) as e:  # accelerator, devices, strategy
             raise UsageError(f"{e} (--trainer.accelerator, --trainer.devices, --trainer.strategy)") from e
+
+    def fit(self, model: LightningModule, datamodule: LightningDataModule, **kwargs: Any) -> None:
+        """Claim the run directory for these settings, say what is left to do, and invert it."""
+        config = self.config[self.subcommand]
+        run_dir = Path(self.trainer.default_root_dir)
+        settings = image_settings(json.loads(self.parser.dump(self.config, format="json", skip_none=False))["fit"])
+        first = rank_zero_only.rank == 0  # the other ranks check, and leave writing and deleting to the first
+        if first or not config.fresh:
+            claim(run_dir, settings, fresh=config.fresh and first, write=first)
+        prompts = datamodule.all_prompts()
+        done = len({(p.id, p.text) for p in prompts} & finished(run_dir))
+        if done == len(prompts):
+            say(f"Nothing left to do: {done} of {len(prompts)} prompts finished in {run_dir}")
+            return
+        if done:
+            say(f"Resuming: {done} of {len(prompts)} prompts already finished in {run_dir}")
+        self.trainer.fit(model, datamodule=datamodule, **kwargs)
+        done = len({(p.id, p.text) for p in prompts} & finished(run_dir))
+        rest = "" if done == len(prompts) else "; rerun the same command to finish the others"
+        say(f"{done} of {len(prompts)} prompts finished in {run_dir}{rest}")
+
+
+def command_line_prompts(data: Any, args: list[str]) -> None:
+    """Make the prompts given on the command line the run's: ``--data.prompts`` or ``--data.prompts_file``
+    there drops the other, as the configs set it, unless both are there (``--data.prompts+=...`` appends)."""
+    options = ("--data.prompts", "--data.prompts_file")
+    inline, from_file = (any(a == o or a.startswith(f"{o}=") for a in args) for o in options)
+    if inline and not from_file:
+        data.prompts_file = None
+    if from_file and not inline:
+        data.prompts = None
+
+
+def image_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that shape an image, ``{dotted option: value}``, from a dumped ``fit`` config: every model
+    option but the speed-only ``channels_last`` and ``compile`` and the weights' ``cache_dir``, the resolution
+    schedule, the precision and the data seed."""
+    settings: dict[str, Any] = {}
+    _flatten("model", {k: v for k, v in config["model"].items() if k not in ("channels_last", "compile")}, settings)
+    settings.pop("model.clip.cache_dir", None)
+    callbacks = config["trainer"].get("callbacks") or []
+    schedules = [c.get("init_args", {}).get("milestones") for c in callbacks if "ResolutionSchedule" in c["class_path"]]
+    settings["ResolutionSchedule.milestones"] = schedules
+    settings["trainer.precision"] = config["trainer"].get("precision")
+    settings["data.seed"] = config["data"].get("seed")
+    return settings
+
+
+def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}", item, into)
+    else:
+        into[prefix] = value
+
+
+def say(message: str) -> None:
+    """Tell the user how the run stands: one line on standard error, from the first process only."""
+    if rank_zero_only.rank == 0:
+        print(f"clip-inversion: {message}", file=sys.stderr, flush=True)
 
 
 def check_checkpoint(path: str) -> None:
@@ -79,22 +158,32 @@ def check_checkpoint(path: str) -> None:
 
 def run(args: list[str] | None = None) -> InversionCLI:
     """Run the CLI and return it, trainer and model included (``args`` as on the command line)."""
-    return InversionCLI(
-        CLIPInversion,
-        PromptDataModule,
-        args=args,
-        auto_configure_optimizers=False,
-        save_config_callback=LogConfig,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"exit_on_error": False, "fit": {"exit_on_error": False}},
-        trainer_defaults={
-            "default_root_dir": "runs/clip-inversion",
-            "max_epochs": -1,  # the data module sets it to the number of prompt batches
-            "use_distributed_sampler": False,
-            "num_sanity_val_steps": 0,
-            "enable_model_summary": False,
-        },
-    )
+    for name in ("lightning.pytorch", "lightning.fabric"):  # the banner, tips and "Seed set": warnings only
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        # Lightning's, not the user's: its own deprecated torch call, and a notice meant for scripts that pass
+        # both sys.argv and args (the sweep and the tests pass args on purpose).
+        warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+        warnings.filterwarnings("ignore", r".*args parameter is intended to run from within Python")
+        # Not news here: the frozen CLIP stays in eval mode on purpose, and every batch's last step is logged.
+        warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode")
+        warnings.filterwarnings("ignore", r"The number of training batches .* is smaller than the logging interval")
+        return InversionCLI(
+            CLIPInversion,
+            PromptDataModule,
+            args=args,
+            auto_configure_optimizers=False,
+            save_config_callback=LogConfig,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"exit_on_error": False, "fit": {"exit_on_error": False}},
+            trainer_defaults={
+                "default_root_dir": "runs/clip-inversion",
+                "max_epochs": -1,  # the data module sets it to the number of prompt batches
+                "use_distributed_sampler": False,
+                "num_sanity_val_steps": 0,
+                "enable_model_summary": False,
+            },
+        )
 
 
 def main(args: list[str] | None = None) -> None:

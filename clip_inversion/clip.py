@@ -184,12 +184,28 @@ def load_clip(spec: CLIPSpec) -> FrozenCLIP:
 
 def _create(name: str, pretrained: str | None, kwargs: dict) -> nn.Module:
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _root_logging_muted():
             warnings.filterwarnings("ignore", message=".*QuickGELU.*")
             return open_clip.create_model(name, pretrained=pretrained, weights_only=True, **kwargs)
     except Exception as e:  # deserialisers of damaged files raise almost any type: all mean "cannot load"
         what = f"{name} + {pretrained}" if pretrained else name
         raise CLIPLoadError(f"could not load {what}: {describe_load_error(e)}") from e
+
+
+@contextmanager
+def _root_logging_muted() -> Iterator[None]:
+    """Keep open_clip's messages to the root logger (which configure it on first use) off the terminal where
+    nothing else configured logging: a failure is reported once, by our own error, and random weights by
+    our own warning."""
+    root, handler = logging.getLogger(), logging.NullHandler()
+    if root.handlers:  # logging is configured: messages go where it says
+        yield
+        return
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
 
 
 def _create_from_hub(name: str, pretrained: str | None, kwargs: dict, what: str) -> nn.Module:

@@ -262,3 +262,51 @@ def test_fast_settings_run_and_log_only_on_logging_steps(tmp_path, monkeypatch):
     assert cli.trainer.logged_metrics["train/loss"].dtype == torch.float32  # the objective stays fp32 in bf16
     assert cli.model.hparams.fused_warp and cli.model.augment.fusable and cli.trainer.precision == "bf16-mixed"
     assert (tmp_path / "manifest.jsonl").is_file()
+
+
+def test_prompts_on_the_command_line_replace_the_configs(tmp_path, capsys):
+    prompts = [f"a {c} {s}" for c in ("red", "blue", "green", "yellow") for s in ("star", "circle", "cross")]
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_text("\n".join(prompts) + "\n")
+    common = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--model.steps=1", "--data.batch_size=12"]
+    common += ["--trainer.enable_progress_bar=false", "--trainer.logger=false"]
+
+    def inverted(run_dir: Path, *args: str) -> list[str]:
+        main([*common, f"--trainer.default_root_dir={run_dir}", *args])
+        return [json.loads(line)["prompt"] for line in (run_dir / "manifest.jsonl").read_text().splitlines()]
+
+    # the quickstart config holds six prompts of its own: none of them is inverted
+    assert sorted(inverted(tmp_path / "file", f"--data.prompts_file={prompts_file}")) == sorted(prompts)
+    assert inverted(tmp_path / "inline", "--data.prompts=[a purple star]") == ["a purple star"]
+    both = inverted(tmp_path / "both", "--data.prompts=[a purple star]", f"--data.prompts_file={prompts_file}")
+    assert sorted(both) == sorted(["a purple star", *prompts])
+
+
+def test_a_run_directory_resumes_its_own_settings_and_refuses_others(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    command = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--data.prompts=[a red star, a blue cross]"]
+    command += [f"--trainer.default_root_dir={run_dir}", "--trainer.enable_progress_bar=false", "--model.steps=2"]
+    main(command)
+    assert f"2 of 2 prompts finished in {run_dir}" in capsys.readouterr().err
+    manifest = (run_dir / "manifest.jsonl").read_bytes()
+    images = {p: p.stat().st_mtime_ns for p in (run_dir / "images").iterdir()}
+    versions = sorted((run_dir / "lightning_logs").iterdir())
+
+    main(command)  # the same command again: nothing to do, and it says so
+    said = capsys.readouterr().err.strip()
+    assert said == f"clip-inversion: Nothing left to do: 2 of 2 prompts finished in {run_dir}"
+
+    with pytest.raises(SystemExit) as exit_:  # another setting in the same directory: refused, nothing touched
+        main([*command, "--model.steps=3", "--model.tv=0.1"])
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"clip-inversion: error: {run_dir} holds results made with other settings")
+    assert "model.steps 2 -> 3" in line and "model.tv 0.05 -> 0.1" in line
+    assert "--trainer.default_root_dir" in line and "--fresh" in line
+    assert (run_dir / "manifest.jsonl").read_bytes() == manifest
+    assert {p: p.stat().st_mtime_ns for p in (run_dir / "images").iterdir()} == images
+    assert sorted((run_dir / "lightning_logs").iterdir()) == versions
+
+    main([*command, "--model.steps=3", "--fresh=true"])  # the explicit way to start it again
+    assert [json.loads(line)["steps"] for line in (run_dir / "manifest.jsonl").read_text().splitlines()] == [3, 3]
+    assert json.loads((run_dir / "run.json").read_text())["settings"]["model.steps"] == 3
