@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import textwrap
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,9 @@ from typing import Any
 import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from PIL import Image, ImageDraw
 from torch import Tensor
+from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import make_grid
 
 from clip_inversion.clip import CLIPSpec, load_clip
@@ -141,6 +144,7 @@ class InversionWriter(Callback):
                     "prompt": batch.prompts[i],
                     "image": None if withheld else path.relative_to(run_dir).as_posix(),
                     "model": pl_module.clip_spec.label,
+                    "models": _models(pl_module),
                     "seed": batch.seeds[i],
                     "steps": pl_module.hparams.steps,
                     "resolution": image.shape[-1],
@@ -181,15 +185,35 @@ class ProgressImages(Callback):
             images, cosines = pl_module.image().detach().float().cpu(), pl_module.cosine().tolist()
         pending = _pending(batch)
         images = self.screen.apply(images[pending])[0] if self.screen and pending else images[pending]
-        mine = [(image_stem(batch.ids[i], batch.prompts[i]), image, cosines[i]) for image, i in zip(images, pending)]
+        mine = [(batch.ids[i], batch.prompts[i], image, cosines[i]) for image, i in zip(images, pending)]
         everyone = [entry for rank in gather_objects(mine) for entry in rank]
         experiment = getattr(trainer.logger, "experiment", None)
         if not trainer.is_global_zero or not everyone or not hasattr(experiment, "add_image"):
             return
-        grid = make_grid(torch.stack([image for _, image, _ in everyone]), nrow=8)
-        experiment.add_image(f"progress/epoch-{trainer.current_epoch:04d}", grid, step)
-        for stem, _, cosine in everyone:
-            experiment.add_scalar(f"cosine/{stem}", cosine, trainer.global_step)
+        tiles = [labelled(image, f"{prompt}\ncosine {cosine:.2f}") for _, prompt, image, cosine in everyone]
+        experiment.add_image(f"progress/epoch-{trainer.current_epoch:04d}", make_grid(tiles, nrow=8), step)
+        for prompt_id, prompt, _, cosine in everyone:
+            experiment.add_scalar(f"cosine/{image_stem(prompt_id, prompt)}", cosine, trainer.global_step)
+
+
+def labelled(image: Tensor, label: str, width: int = 128) -> Tensor:
+    """An image with its label below, for TensorBoard grids.
+
+    Args:
+        image: ``(3, H, W)`` in [0, 1], scaled (nearest neighbour) to ``width`` pixels wide.
+        label: up to three lines (longer lines are wrapped, then cut).
+        width: the tile's width in pixels.
+
+    Returns:
+        ``(3, H * width / W + 36, width)`` in [0, 1].
+    """
+    height = round(image.shape[-2] * width / image.shape[-1])
+    picture = to_pil_image(image.clamp(0, 1)).resize((width, height), Image.NEAREST)
+    tile = Image.new("RGB", (width, height + 36), "white")
+    tile.paste(picture, (0, 0))
+    lines = [line for text in label.splitlines() for line in textwrap.wrap(text, width // 6) or [""]]
+    ImageDraw.Draw(tile).multiline_text((2, height + 1), "\n".join(lines[:3]), fill="black", spacing=1)
+    return pil_to_tensor(tile).float() / 255
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -214,6 +238,15 @@ class RunCheckpoint(ModelCheckpoint):
     def _find_last_checkpoints(self, trainer: Trainer) -> set[str]:  # what --ckpt_path=last looks for
         self._run_dir_checkpoints(trainer)
         return super()._find_last_checkpoints(trainer)
+
+
+def _models(pl_module: LightningModule) -> list[dict[str, Any]]:
+    """Every model inverted (``model.clip`` first, then ``model.ensemble``): label, weight, whether random."""
+    specs = [pl_module.clip_spec, *pl_module.ensemble_specs]
+    return [
+        {"model": spec.label, "weight": round(weight, 6), "random_weights": spec.random_weights}
+        for spec, weight in zip(specs, pl_module.weights, strict=True)
+    ]
 
 
 def _pending(batch: PromptBatch) -> list[int]:
@@ -244,6 +277,7 @@ class JudgeScores(Callback):
         candidates: list[str] | None = None,
     ) -> None:
         self.spec, self.every_n_steps, self.candidates = CLIPSpec(judge, pretrained), every_n_steps, candidates
+        self.scores: dict[str, float] = {}  # the session's judge/cosine and judge/accuracy so far
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         prompts = list(dict.fromkeys(p.text for p in trainer.datamodule.all_prompts()))
@@ -284,6 +318,8 @@ class JudgeScores(Callback):
         aggregate = None
         if step == last:  # every rank takes part in the synchronisation
             aggregate = (self.run_cosine.compute().item(), self.run_accuracy.compute()["prompt"].item())
+            if not any(math.isnan(v) for v in aggregate):
+                self.scores = dict(zip(("judge/cosine", "judge/accuracy"), aggregate))
         experiment = getattr(trainer.logger, "experiment", None)
         if not trainer.is_global_zero or not hasattr(experiment, "add_scalar"):
             return

@@ -24,21 +24,36 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from clip_inversion import strategy  # noqa: F401 (registers the "independent_ddp" strategy)
-from clip_inversion.callbacks import InversionWriter
+from clip_inversion.callbacks import InversionWriter, JudgeScores
 from clip_inversion.data import PromptDataModule
 from clip_inversion.errors import UsageError, describe_load_error
 from clip_inversion.module import CLIPInversion
-from clip_inversion.rundir import claim, finished
+from clip_inversion.rundir import claim, finished, read_records
 
 
 class LogConfig(SaveConfigCallback):
-    """Saves ``config.yaml`` in the log directory, as usual, and shows it in TensorBoard's text tab."""
+    """Saves ``config.yaml`` in the log directory, as usual, shows it in TensorBoard's text tab, and at the end
+    puts the prompts, data and recipe settings beside the run's scores in the HParams tab: ``hp/cosine``, the
+    mean final cosine of every prompt in the run directory under the inverted model, and ``hp/judge_cosine``
+    and ``hp/judge_accuracy`` (this session's prompts) when a ``JudgeScores`` callback runs."""
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         experiment = getattr(trainer.logger, "experiment", None)
         if hasattr(experiment, "add_text"):
             text = self.parser.dump(self.config, skip_none=False)
             experiment.add_text("config", f"```yaml\n{text}\n```")
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        cosines = [r["cosine"] for r in read_records(trainer.default_root_dir) if r["cosine"] is not None]
+        if trainer.logger is None or not cosines:
+            return
+        config = json.loads(self.parser.dump(self.config, format="json", skip_none=False))
+        params = {f"data.{k}": v for k, v in config["data"].items()} | image_settings(config)
+        params |= {f"trainer.{k}": config["trainer"][k] for k in ("devices", "num_nodes", "max_steps")}
+        metrics = {"hp/cosine": sum(cosines) / len(cosines)}
+        for judge in (c for c in trainer.callbacks if isinstance(c, JudgeScores)):
+            metrics |= {f"hp/{name.replace('/', '_')}": value for name, value in judge.scores.items()}
+        trainer.logger.log_hyperparams(params, metrics)
 
 
 class InversionCLI(LightningCLI):
@@ -165,8 +180,10 @@ def run(args: list[str] | None = None) -> InversionCLI:
         # both sys.argv and args (the sweep and the tests pass args on purpose).
         warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
         warnings.filterwarnings("ignore", r".*args parameter is intended to run from within Python")
-        # Not news here: the frozen CLIP stays in eval mode on purpose, and every batch's last step is logged.
+        # Not news here: the frozen CLIP stays in eval mode on purpose, every batch's last step is logged, and
+        # images and augmentations are seeded by data.seed, whatever seed_everything says.
         warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode")
+        warnings.filterwarnings("ignore", r"No seed found, seed set to")
         warnings.filterwarnings("ignore", r"The number of training batches .* is smaller than the logging interval")
         return InversionCLI(
             CLIPInversion,
@@ -182,6 +199,7 @@ def run(args: list[str] | None = None) -> InversionCLI:
                 "use_distributed_sampler": False,
                 "num_sanity_val_steps": 0,
                 "enable_model_summary": False,
+                "enable_autolog_hparams": False,  # LogConfig logs them at the end, with the run's scores
             },
         )
 

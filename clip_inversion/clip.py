@@ -72,6 +72,12 @@ class CLIPSpec:
     force_quick_gelu: bool = False
 
     @property
+    def random_weights(self) -> bool:
+        """Whether loading gives random weights: an open_clip architecture named without a tag or a file."""
+        bundled_or_dir = self.model_name in BUNDLED or self.model_name.startswith(("local-dir:", "hf-hub:"))
+        return self.pretrained is None and not bundled_or_dir
+
+    @property
     def label(self) -> str:
         """A short human-readable name, as written to manifests: ``name`` or ``name:tag``."""
         if self.pretrained and not Path(self.pretrained).exists():

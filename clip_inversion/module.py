@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from lightning import LightningModule
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable, instantiate_class
 from torch import Tensor, nn
 
 from clip_inversion.augment import Augment
@@ -43,6 +43,20 @@ def check_optimizer(optimizer: OptimizerCallable) -> None:
         raise UsageError(f"--model.optimizer: the learning rate must be positive, got {groups[0]['lr']}")
 
 
+def build_augmentations(specs: list[dict | nn.Module] | None) -> list[nn.Module] | None:
+    """Modules from ``{class_path, init_args}`` specs (modules are kept; ``None`` stays ``None``).
+
+    Raises:
+        UsageError: a spec names no class that can be imported, or arguments it does not take.
+    """
+    try:
+        return None if specs is None else [s if isinstance(s, nn.Module) else instantiate_class((), s) for s in specs]
+    except (ImportError, AttributeError, TypeError, ValueError, KeyError) as e:
+        raise UsageError(
+            f"--model.augmentations: {e} (each needs a full class_path, e.g. kornia.augmentation.RandomAffine)"
+        ) from e
+
+
 class CLIPInversion(LightningModule):
     """Optimise one image per prompt so that a frozen CLIP embeds its augmented copies near the prompt.
 
@@ -54,8 +68,10 @@ class CLIPInversion(LightningModule):
         steps: optimisation steps per batch of prompts.
         init_size: side of the images at the start, in pixels (a resolution schedule can grow them).
         copies: augmented copies of each image per step.
-        augmentations: Kornia augmentations applied to each copy; ``None`` is the reference's random affine,
-            ``[]`` turns augmentation off.
+        augmentations: the augmentations applied to each copy, as ``{class_path, init_args}`` specs of Kornia
+            augmentations (or modules, from Python), for example
+            ``[{class_path: kornia.augmentation.RandomAffine, init_args: {degrees: 30, p: 0.5}}]``
+            (configs/augment/all.yaml names them all); ``None`` is the reference's random affine, ``[]`` none.
         distance: ``"l2"`` (the reference's ``||u - v||``) or ``"cosine"`` (``1 - cos``).
         tv: weight of the four-direction total variation.
         l1: weight of the L1 norm of the image.
@@ -79,7 +95,7 @@ class CLIPInversion(LightningModule):
         steps: int = 300,
         init_size: int = 32,
         copies: int = 8,
-        augmentations: list[nn.Module] | None = None,
+        augmentations: list[dict] | None = None,
         distance: Distance = "l2",
         tv: float = 0.005,
         l1: float = 0.0,
@@ -118,7 +134,7 @@ class CLIPInversion(LightningModule):
         if init_image is not None:
             load_image(init_image)  # fails now, before any model loads, if unreadable
         self.image_factory, self.init_image = image, init_image
-        self.augment = Augment(augmentations, copies)
+        self.augment = Augment(build_augmentations(augmentations), copies)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.image = image([], init_size)
         self.register_buffer("targets", torch.empty(0, 0))

@@ -43,11 +43,32 @@ def test_quickstart_config_runs_end_to_end(tmp_path):
         assert (tmp_path / record["image"]).is_file()
         assert record["model"] == "toy-subject" and record["steps"] == 6 and record["resolution"] == 48
         assert -1 <= record["cosine"] <= 1
+    assert record["models"] == [{"model": "toy-subject", "weight": 1.0, "random_weights": False}]
     (events,) = (tmp_path / "lightning_logs" / "version_0").glob("events.out.tfevents.*")
-    tags = EventAccumulator(str(events)).Reload().Tags()
+    logged = EventAccumulator(str(events), size_guidance={"images": 0}).Reload()
+    tags = logged.Tags()
     assert {"progress/epoch-0000", "progress/epoch-0001"} <= set(tags["images"])
+    grid = logged.Images("progress/epoch-0000")[-1]
+    assert grid.height > grid.width / 2  # two 48 px images, each scaled to 128 px wide, with its label below
     assert "train/loss" in tags["scalars"] and "cosine/00000_a-red-circle" in tags["scalars"]
     assert "config" in " ".join(tags["tensors"])  # the config, as text
+    # HParams: the prompts and the recipe beside the run's real score (the mean final cosine, not a placeholder)
+    (hp_cosine,) = logged.Scalars("hp/cosine")
+    assert hp_cosine.value == pytest.approx(sum(r["cosine"] for r in lines) / 3, abs=1e-6)
+    assert "hp_metric" not in tags["scalars"]
+    hparams = hparams_of(events)
+    assert "a blue star" in hparams["data.prompts"].string_value and hparams["model.steps"].number_value == 6
+
+
+def hparams_of(events: Path) -> dict:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    for event in EventFileLoader(str(events)).Load():
+        for value in event.summary.value:
+            if value.tag == "_hparams_/session_start_info":
+                return dict(HParamsPluginData.FromString(value.metadata.plugin_data.content).session_start_info.hparams)
+    raise AssertionError("no hyperparameters logged")
 
 
 def test_prompts_file_is_read(tmp_path):
@@ -310,3 +331,20 @@ def test_a_run_directory_resumes_its_own_settings_and_refuses_others(tmp_path, c
     main([*command, "--model.steps=3", "--fresh=true"])  # the explicit way to start it again
     assert [json.loads(line)["steps"] for line in (run_dir / "manifest.jsonl").read_text().splitlines()] == [3, 3]
     assert json.loads((run_dir / "run.json").read_text())["settings"]["model.steps"] == 3
+
+
+def test_the_manifest_marks_models_with_random_weights():
+    from clip_inversion.clip import CLIPSpec
+
+    assert CLIPSpec("ViT-B-16").random_weights  # an architecture alone: random
+    assert not CLIPSpec("ViT-B-16", "openai").random_weights and not CLIPSpec("toy-subject").random_weights
+    assert not CLIPSpec("local-dir:/some/where").random_weights
+
+
+def test_only_fit_is_offered_and_its_help_is_short():
+    result = subprocess.run([sys.executable, "-m", "clip_inversion", "--help"], capture_output=True, text=True)
+    assert "{fit}" in result.stdout and "validate" not in result.stdout and "predict" not in result.stdout
+    result = subprocess.run([sys.executable, "-m", "clip_inversion", "fit", "--help"], capture_output=True, text=True)
+    lines = result.stdout.splitlines()
+    assert len(lines) < 800, len(lines)  # every torch.nn.Module under --model.augmentations made it 2,400
+    assert any("kornia.augmentation.RandomAffine" in line for line in lines)  # augmentations by example
