@@ -348,3 +348,17 @@ def test_only_fit_is_offered_and_its_help_is_short():
     lines = result.stdout.splitlines()
     assert len(lines) < 800, len(lines)  # every torch.nn.Module under --model.augmentations made it 2,400
     assert any("kornia.augmentation.RandomAffine" in line for line in lines)  # augmentations by example
+
+
+def test_a_cpu_run_uses_the_idle_cores_unless_told(monkeypatch):
+    import os
+
+    from clip_inversion.cli import idle_cores
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.6, 0.0, 0.0), raising=False)
+    assert idle_cores() == 1  # two cores, one and a half busy with other jobs: one thread, not two
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0), raising=False)
+    assert idle_cores() == 2
+    monkeypatch.setattr(os, "getloadavg", lambda: (7.0, 0.0, 0.0), raising=False)
+    assert idle_cores() == 1

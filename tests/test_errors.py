@@ -64,6 +64,7 @@ def case(id: str, message: str, args: list[str] = (), files: dict | None = None,
 
 
 SCHEDULE = "--trainer.callbacks+=clip_inversion.callbacks.ResolutionSchedule"
+MANIFEST_LINE = '{"id": "00000", "prompt": "a red circle", "image": null}\n'  # a finished prompt
 CASES = [
     # prompts
     case("empty-prompt", "prompt 1 of --data.prompts is empty", ["--data.prompts=[a red star, '  ']"]),
@@ -124,6 +125,10 @@ CASES = [
     case("no-such-accelerator", "(--trainer.accelerator, --trainer.devices, --trainer.strategy)", ["--trainer.accelerator=gpu"]),
     case("run-dir-not-writable", "cannot write {tmp}/file/run", ["--trainer.default_root_dir={tmp}/file/run"],
          {"file": "a file, not a directory"}),
+    case("run-dir-other-settings", "{tmp} holds results made with other settings (model.steps 999 -> 200",
+         ["--trainer.default_root_dir={tmp}"], {"manifest.jsonl": MANIFEST_LINE, "run.json": '{"settings": {"model.steps": 999}}'}),
+    case("run-dir-unrecorded-settings", "{tmp} holds results made with settings it does not record",
+         ["--trainer.default_root_dir={tmp}"], {"manifest.jsonl": MANIFEST_LINE}),
     case("checkpoint-missing", "--ckpt_path={tmp}/none.ckpt: no such file", ["--ckpt_path={tmp}/none.ckpt"]),
     case("checkpoint-damaged", "--ckpt_path={tmp}/bad.ckpt: the file is damaged", ["--ckpt_path={tmp}/bad.ckpt"],
          {"bad.ckpt": TRUNCATED_CHECKPOINT}),
@@ -163,8 +168,8 @@ def test_bad_input_is_refused_in_one_line_with_exit_2(bad: Case, tmp_path, capsy
     with pytest.raises(SystemExit) as exit_:
         main(["fit", "--config", QUICKSTART, "--trainer.enable_progress_bar=false", *args])
     assert exit_.value.code == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("clip-inversion: error: ")]
-    assert len(err) == 1, "exactly one error line"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("clip-inversion: error: "), "one error line, nothing before it"
     assert bad.message.replace("{tmp}", str(tmp_path)) in err[0]
     assert not marker.exists(), "code from a file was run"
     assert bad.id in MODEL_CASES or not loaded, "a model was loaded before the input was checked"
