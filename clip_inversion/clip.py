@@ -184,7 +184,8 @@ def load_clip(spec: CLIPSpec) -> FrozenCLIP:
     cfg = model.visual.preprocess_cfg
     size = model.visual.image_size
     size = (size, size) if isinstance(size, int) else tuple(size)
-    tokenizer = open_clip.get_tokenizer(name, cache_dir=spec.cache_dir)
+    with _root_logging_muted():
+        tokenizer = open_clip.get_tokenizer(name, cache_dir=spec.cache_dir)
     return FrozenCLIP(model, tokenizer, spec.image_mean or cfg["mean"], spec.image_std or cfg["std"], size)
 
 

@@ -362,3 +362,15 @@ def test_a_cpu_run_uses_the_idle_cores_unless_told(monkeypatch):
     assert idle_cores() == 2
     monkeypatch.setattr(os, "getloadavg", lambda: (7.0, 0.0, 0.0), raising=False)
     assert idle_cores() == 1
+
+
+def test_a_run_says_only_what_matters(tmp_path):
+    args = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--model.steps=2", "--data.prompts=[a red star]"]
+    args += [f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"]
+    result = subprocess.run([sys.executable, "-m", "clip_inversion", *args], capture_output=True, text=True, check=True)
+    # no banner, tips, seed notice, deprecation warnings or open_clip log lines: our own lines only
+    assert result.stderr.splitlines() == [
+        "ResolutionSchedule milestones at steps [100] come after the last step (--model.steps=2): never reached",
+        f"clip-inversion: 1 of 1 prompts finished in {tmp_path}",
+    ]
+    assert result.stdout == ""
