@@ -48,7 +48,7 @@ def invert(
 
     Raises:
         UsageError: bad input or settings, or ``run_dir`` holds results made with other settings (give another
-            ``run_dir``, or ``args=["--fresh=true"]`` to delete them and start again).
+            ``run_dir``, or ``args=["--fresh"]`` to delete them and start again).
     """
     cli_args = ["fit"] + (["--config", str(config)] if config else [])
     cli_args += [f"--data.prompts={json.dumps(prompts)}", "--data.prompts_file=null"]

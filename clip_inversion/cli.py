@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import ArgumentError
+from jsonargparse import ActionYesNo, ArgumentError
 from lightning import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -72,7 +72,7 @@ class InversionCLI(LightningCLI):
         parser.add_argument("--sweep.root", type=str, default="runs/models", help="parent of the model runs")
         parser.add_argument(
             "--fresh",
-            type=bool,
+            action=ActionYesNo,
             default=False,
             help="delete the run directory's images, snapshots, manifest and checkpoints first, and start again",
         )

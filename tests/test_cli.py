@@ -328,7 +328,7 @@ def test_a_run_directory_resumes_its_own_settings_and_refuses_others(tmp_path, c
     assert {p: p.stat().st_mtime_ns for p in (run_dir / "images").iterdir()} == images
     assert sorted((run_dir / "lightning_logs").iterdir()) == versions
 
-    main([*command, "--model.steps=3", "--fresh=true"])  # the explicit way to start it again
+    main([*command, "--model.steps=3", "--fresh"])  # the explicit way to start it again
     assert [json.loads(line)["steps"] for line in (run_dir / "manifest.jsonl").read_text().splitlines()] == [3, 3]
     assert json.loads((run_dir / "run.json").read_text())["settings"]["model.steps"] == 3
 
