@@ -105,15 +105,15 @@ class InversionCLI(LightningCLI):
         first = rank_zero_only.rank == 0  # the other ranks check, and leave writing and deleting to the first
         if first or not config.fresh:
             claim(run_dir, settings, fresh=config.fresh and first, write=first)
-        prompts = datamodule.all_prompts()
-        done = len({(p.id, p.text) for p in prompts} & finished(run_dir))
+        prompts = {(p.id, p.text) for p in datamodule.all_prompts()}
+        done = len(prompts & finished(run_dir))
         if done == len(prompts):
             say(f"Nothing left to do: {done} of {len(prompts)} prompts finished in {run_dir}")
             return
         if done:
             say(f"Resuming: {done} of {len(prompts)} prompts already finished in {run_dir}")
         self.trainer.fit(model, datamodule=datamodule, **kwargs)
-        done = len({(p.id, p.text) for p in prompts} & finished(run_dir))
+        done = len(prompts & finished(run_dir))
         rest = "" if done == len(prompts) else "; rerun the same command to finish the others"
         say(f"{done} of {len(prompts)} prompts finished in {run_dir}{rest}")
 
