@@ -110,6 +110,8 @@ CASES = [
     case("zero-learning-rate", "--model.optimizer: the learning rate must be positive", ["--model.optimizer=SGD", "--model.optimizer.lr=0"]),
     case("unknown-nsfw-action", "Parser key \"writer.nsfw\": Does not validate", ["--writer.nsfw=hide"]),
     case("nsfw-threshold-out-of-range", "--writer.nsfw_threshold must be in (0, 1], not 2.0", ["--writer.nsfw=blur", "--writer.nsfw_threshold=2"]),
+    case("augmentation-unknown", "--model.augmentations: module 'kornia.augmentation' has no attribute 'RandomWarp'",
+         ["--model.augmentations=[{class_path: kornia.augmentation.RandomWarp}]"]),
     case("huge-image", "--model.init_size must be at most 2048", ["--model.init_size=100000"]),
     case("zero-batch-size", "--data.batch_size must be at least 1", ["--data.batch_size=0"]),
     case("schedule-not-increasing", "growing sizes", [SCHEDULE, "--trainer.callbacks.milestones={10: 96, 20: 80}"]),
