@@ -13,6 +13,8 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from clip_inversion import strategy  # noqa: F401 (registers the "independent_ddp" strategy)
-from clip_inversion.callbacks import InversionWriter, JudgeScores
+from clip_inversion.callbacks import InversionWriter, RunCheckpoint
 from clip_inversion.data import PromptDataModule
 from clip_inversion.errors import UsageError, describe_load_error
 from clip_inversion.module import CLIPInversion
@@ -35,8 +37,8 @@ from clip_inversion.rundir import claim, finished, read_records
 class LogConfig(SaveConfigCallback):
     """Saves ``config.yaml`` in the log directory, as usual, shows it in TensorBoard's text tab, and at the end
     puts the prompts, data and recipe settings beside the run's scores in the HParams tab: ``hp/cosine``, the
-    mean final cosine of every prompt in the run directory under the inverted model, and ``hp/judge_cosine``
-    and ``hp/judge_accuracy`` (this session's prompts) when a ``JudgeScores`` callback runs."""
+    mean final cosine of every prompt in the run directory under the inverted model, and any callback's final
+    ``scores`` (``hp/judge_cosine`` and ``hp/judge_accuracy``, this session's prompts, when ``JudgeScores`` runs)."""
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         experiment = getattr(trainer.logger, "experiment", None)
@@ -52,8 +54,9 @@ class LogConfig(SaveConfigCallback):
         params = {f"data.{k}": v for k, v in config["data"].items()} | image_settings(config)
         params |= {f"trainer.{k}": config["trainer"][k] for k in ("devices", "num_nodes", "max_steps")}
         metrics = {"hp/cosine": sum(cosines) / len(cosines)}
-        for judge in (c for c in trainer.callbacks if isinstance(c, JudgeScores)):
-            metrics |= {f"hp/{name.replace('/', '_')}": value for name, value in judge.scores.items()}
+        for callback in trainer.callbacks:  # a callback's final scores, as JudgeScores keeps them
+            scores = getattr(callback, "scores", None) or {}
+            metrics |= {f"hp/{name.replace('/', '_')}": value for name, value in scores.items()}
         trainer.logger.log_hyperparams(params, metrics)
 
 
@@ -80,20 +83,26 @@ class InversionCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        if subcommand and isinstance(args, list | None):
-            command_line_prompts(self.config[subcommand].data, sys.argv[1:] if args is None else args)
+        if isinstance(args, list | None):
+            data = (self.config[subcommand] if subcommand else self.config).data
+            command_line_prompts(data, sys.argv[1:] if args is None else args)
         if subcommand and self.config[subcommand].get("ckpt_path") not in (None, "last", "hpc", "best", "registry"):
             check_checkpoint(self.config[subcommand].ckpt_path)  # before Lightning reads its hyperparameters
 
     def before_instantiate_classes(self) -> None:
-        if self.config[self.subcommand].sweep.models:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.sweep.models:
             raise UsageError("this config describes a model sweep (sweep.models): run it with clip-inversion-sweep")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         try:
-            return super().instantiate_trainer(**kwargs)
+            trainer = super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, ValueError, RuntimeError) as e:  # accelerator, devices, strategy
             raise UsageError(f"{e} (--trainer.accelerator, --trainer.devices, --trainer.strategy)") from e
+        for callback in trainer.callbacks:  # before --ckpt_path=last looks for it
+            if isinstance(callback, RunCheckpoint) and callback.dirpath is None:
+                callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+        return trainer
 
     def fit(self, model: LightningModule, datamodule: LightningDataModule, **kwargs: Any) -> None:
         """Claim the run directory for these settings, say what is left to do, and invert it."""
@@ -179,12 +188,18 @@ def check_checkpoint(path: str) -> None:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a damaged or malicious file
         raise UsageError(f"--ckpt_path={path}: {describe_load_error(e)}") from e
-    if not isinstance(checkpoint, dict) or not any(k.startswith("image.") for k in checkpoint.get("state_dict", {})):
+    if not isinstance(checkpoint, dict) or not any(
+        k.startswith("inverter.image.") for k in checkpoint.get("state_dict", {})
+    ):
         raise UsageError(f"--ckpt_path={path}: not a clip-inversion checkpoint (no image in its state_dict)")
 
 
-def run(args: list[str] | None = None) -> InversionCLI:
-    """Run the CLI and return it, trainer and model included (``args`` as on the command line)."""
+def run(args: list[str] | None = None, fit: bool = True) -> InversionCLI:
+    """Run the CLI and return it, trainer and model included (``args`` as on the command line); with
+    ``fit=False``, only parse and instantiate (a leading ``"fit"`` is dropped). Raises on bad input (see
+    :func:`exit_on_error`)."""
+    if not fit and args and args[0] == "fit":
+        args = args[1:]
     for name in ("lightning.pytorch", "lightning.fabric"):  # the banner, tips and "Seed set": warnings only
         logging.getLogger(name).setLevel(logging.WARNING)
     with warnings.catch_warnings():
@@ -197,10 +212,13 @@ def run(args: list[str] | None = None) -> InversionCLI:
         warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode")
         warnings.filterwarnings("ignore", r"No seed found, seed set to")
         warnings.filterwarnings("ignore", r"The number of training batches .* is smaller than the logging interval")
+        # --ckpt_path=last resumes mid-batch by design: the data module plans the same batches again.
+        warnings.filterwarnings("ignore", r"You're resuming from a checkpoint that ended before the epoch ended")
         return InversionCLI(
             CLIPInversion,
             PromptDataModule,
             args=args,
+            run=fit,
             auto_configure_optimizers=False,
             save_config_callback=LogConfig,
             save_config_kwargs={"overwrite": True},
@@ -216,30 +234,36 @@ def run(args: list[str] | None = None) -> InversionCLI:
         )
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of ``clip-inversion`` and ``python -m clip_inversion``.
-
-    Input and settings errors, and a disk that cannot be written, print one line and exit with status 2;
-    set ``CLIP_INVERSION_DEBUG=1`` for the traceback. Everything finished before an error stays on disk.
-    """
+@contextmanager
+def exit_on_error(program: str = "clip-inversion") -> Iterator[None]:
+    """For entry points only: input and settings errors, and a disk that cannot be written, print one line and
+    exit with status 2 (``CLIP_INVERSION_DEBUG=1`` shows the traceback). Library code raises instead."""
     try:
-        run(args)
+        yield
     except (UsageError, MisconfigurationException) as e:
-        _fail(str(e), e)
+        _fail(program, str(e), e)
     except ArgumentError as e:  # jsonargparse: an unknown option, a value of the wrong type, a missing config
-        _fail(f"{e} (clip-inversion fit --help lists the options)", e)
+        _fail(program, f"{e} (clip-inversion fit --help lists the options)", e)
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOTDIR):
             raise
         _fail(
+            program,
             f"cannot write {e.filename or 'the run directory'}: {e.strerror}. Free space or fix permissions (or "
             "choose --trainer.default_root_dir), then rerun the same command: finished prompts are kept",
             e,
         )
 
 
-def _fail(message: str, error: BaseException) -> None:
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``clip-inversion`` and ``python -m clip_inversion``; everything finished before an error
+    stays on disk."""
+    with exit_on_error():
+        run(args)
+
+
+def _fail(program: str, message: str, error: BaseException) -> None:
     if os.environ.get("CLIP_INVERSION_DEBUG"):
         raise error
-    print(f"clip-inversion: error: {' '.join(message.split())}", file=sys.stderr)
+    print(f"{program}: error: {' '.join(message.split())}", file=sys.stderr)
     sys.exit(2)

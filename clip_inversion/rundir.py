@@ -15,10 +15,12 @@ import re
 import shutil
 import tempfile
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
+from torchvision.io import ImageReadMode, decode_image
 from torchvision.utils import save_image
 
 from clip_inversion.errors import UsageError
@@ -155,3 +157,22 @@ def differences(before: dict[str, Any], now: dict[str, Any]) -> str:
 
 def _show(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass
+class Inversion:
+    """One prompt's result: its ``manifest.jsonl`` record and its final image ``(3, H, W)`` in [0, 1]."""
+
+    prompt: str
+    image: Tensor
+    record: dict
+
+
+def read_manifest(run_dir: str | Path) -> list[Inversion]:
+    """Every inversion recorded in a run directory with its image, in manifest order (withheld ones left out)."""
+    run_dir = Path(run_dir)
+    return [
+        Inversion(r["prompt"], decode_image(str(run_dir / r["image"]), mode=ImageReadMode.RGB).float() / 255, r)
+        for r in read_records(run_dir)
+        if r["image"] is not None
+    ]

@@ -1,6 +1,7 @@
 """The user's path: ``clip-inversion fit --config configs/...yaml`` through ``main``."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -133,14 +134,14 @@ def test_model_can_be_chosen_on_the_command_line():
 
 @pytest.mark.parametrize("name", ["ViT-B-61", "toy-subjet"])
 def test_unknown_model_suggests_close_names(name):
-    from clip_inversion.clip import CLIPLoadError, CLIPSpec, load_clip
+    from clip_inversion.core.clip import CLIPLoadError, CLIPSpec, load_clip
 
     with pytest.raises(CLIPLoadError, match="Did you mean"):
         load_clip(CLIPSpec(name))
 
 
 def test_weights_that_cannot_be_downloaded_fail_fast_with_advice(tmp_path, monkeypatch):
-    import clip_inversion.clip as clip
+    import clip_inversion.core.clip as clip
 
     monkeypatch.setattr(clip, "_hub_reachable", lambda timeout=3.0: False)  # as on a machine without internet
     with pytest.raises(clip.CLIPLoadError) as error:
@@ -150,7 +151,7 @@ def test_weights_that_cannot_be_downloaded_fail_fast_with_advice(tmp_path, monke
 
 
 def test_unknown_tag_lists_the_known_ones():
-    from clip_inversion.clip import CLIPLoadError, CLIPSpec, load_clip
+    from clip_inversion.core.clip import CLIPLoadError, CLIPSpec, load_clip
 
     with pytest.raises(CLIPLoadError, match="laion2b"):
         load_clip(CLIPSpec("ViT-B-16", "no-such-tag"))
@@ -168,7 +169,7 @@ def test_a_bad_prompts_file_fails_before_the_model_loads(tmp_path, monkeypatch):
 
 
 def test_hf_hub_model_offline_fails_with_advice(monkeypatch, tmp_path):
-    import clip_inversion.clip as clip
+    import clip_inversion.core.clip as clip
 
     monkeypatch.setattr(clip, "_hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(clip.CLIPLoadError, match="HF_HUB_OFFLINE"):
@@ -197,7 +198,7 @@ def test_bad_input_prints_one_line_and_exits_2(args, message, capsys):
 def test_shipped_sweep_configs_name_real_models_and_tags():
     import open_clip
 
-    from clip_inversion.clip import BUNDLED
+    from clip_inversion.core.clip import BUNDLED
 
     for path in (CONFIGS / "sweeps").glob("*.yaml"):
         for model in yaml.safe_load(path.read_text())["sweep"]["models"]:
@@ -233,7 +234,7 @@ def test_every_augmentation_can_be_switched_on_from_yaml(tmp_path):
 
 
 def test_out_of_memory_names_the_settings_to_lower(tmp_path, monkeypatch, capsys):
-    from clip_inversion.clip import FrozenCLIP
+    from clip_inversion.core.clip import FrozenCLIP
 
     def out_of_memory(self, images):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -318,11 +319,11 @@ def test_a_run_directory_resumes_its_own_settings_and_refuses_others(tmp_path, c
     assert said == f"clip-inversion: Nothing left to do: 2 of 2 prompts finished in {run_dir}"
 
     with pytest.raises(SystemExit) as exit_:  # another setting in the same directory: refused, nothing touched
-        main([*command, "--model.steps=3", "--model.tv=0.1"])
+        main([*command, "--model.steps=3", "--model.tv=0.5"])
     assert exit_.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"clip-inversion: error: {run_dir} holds results made with other settings")
-    assert "model.steps 2 -> 3" in line and "model.tv 0.05 -> 0.1" in line
+    assert "model.steps 2 -> 3" in line and re.search(r"model\.tv [0-9.]+ -> 0\.5", line)
     assert "--trainer.default_root_dir" in line and "--fresh" in line
     assert (run_dir / "manifest.jsonl").read_bytes() == manifest
     assert {p: p.stat().st_mtime_ns for p in (run_dir / "images").iterdir()} == images
@@ -334,7 +335,7 @@ def test_a_run_directory_resumes_its_own_settings_and_refuses_others(tmp_path, c
 
 
 def test_the_manifest_marks_models_with_random_weights():
-    from clip_inversion.clip import CLIPSpec
+    from clip_inversion.core.clip import CLIPSpec
 
     assert CLIPSpec("ViT-B-16").random_weights  # an architecture alone: random
     assert not CLIPSpec("ViT-B-16", "openai").random_weights and not CLIPSpec("toy-subject").random_weights

@@ -1,0 +1,1 @@
+"""Studies of inverted images: independent judges, attribute probes, experiments and their reports."""
