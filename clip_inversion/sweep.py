@@ -15,6 +15,7 @@ Rerunning the command resumes the sweep: finished prompts are skipped.
 from __future__ import annotations
 
 import argparse
+import hashlib
 from pathlib import Path
 
 import yaml
@@ -29,9 +30,14 @@ def model_args(model: str) -> list[str]:
     return [f"--model.clip.model_name={name}", f"--model.clip.pretrained={pretrained or 'null'}"]
 
 
-def model_dir(root: str | Path, model: str) -> Path:
-    """The run directory of one model of a sweep."""
-    return Path(root) / safe_name(model.replace("@", "-"), max_length=80)
+def model_dir(root: str | Path, model: str, max_length: int = 80) -> Path:
+    """The run directory of one model of a sweep: the model's name made safe, ending in a hash of the name when
+    it had to be shortened (two long names that begin alike must not share one directory)."""
+    name = safe_name(model.replace("@", "-"), max_length=10_000)
+    if len(name) > max_length:
+        digest = hashlib.sha256(model.encode()).hexdigest()[:8]
+        name = f"{name[: max_length - 9].rstrip('-')}-{digest}"
+    return Path(root) / name
 
 
 def main(args: list[str] | None = None) -> None:

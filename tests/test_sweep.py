@@ -154,3 +154,12 @@ def test_a_prompt_rerun_alone_gives_the_image_it_got_in_its_batch(tmp_path):
     in_batch, by_itself = images_of(tmp_path / "b")["p1"], images_of(tmp_path / "a")["p1"]
     # Same start, same augmentation draws; only the batched arithmetic differs.
     assert (in_batch - by_itself).abs().max() <= 2 / 255
+
+
+def test_two_models_whose_long_names_begin_alike_get_their_own_directories(tmp_path):
+    from clip_inversion.sweep import model_dir
+
+    long = f"local-dir:{tmp_path}/{'a-very-long-folder-name/' * 4}"
+    first, second = model_dir(tmp_path, long + "small-data"), model_dir(tmp_path, long + "more-data")
+    assert first != second and len(first.name) <= 80 and len(second.name) <= 80
+    assert model_dir(tmp_path, "toy-subject") == tmp_path / "toy-subject"  # short names stay readable
