@@ -19,8 +19,8 @@ way; any other module falls back to a loop over prompts with Kornia's own sampli
 from __future__ import annotations
 
 import importlib
+import logging
 import math
-import warnings
 from collections.abc import Callable
 
 import kornia.augmentation as K
@@ -31,6 +31,8 @@ from kornia.geometry.transform import warp_affine
 from torch import Tensor, nn
 
 from clip_inversion.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 # SplitMix64's constants as signed int64 (torch has no uint64 arithmetic; products wrap modulo 2^64).
 _GAMMA = 0x9E3779B97F4A7C15 - 2**64
@@ -257,10 +259,10 @@ class Augment(nn.Module):
         self.copies = copies
         slow = [type(t).__name__ for t in self.transforms if not _counter_based(t)]
         if slow:
-            warnings.warn(
-                f"{', '.join(slow)} cannot be drawn per prompt in one call: every step loops over the prompts "
-                "for it (slower on a GPU, and the step cannot be compiled as one graph)",
-                stacklevel=2,
+            log.warning(  # one line naming the setting, not a traceback-like frame of ours
+                "%s cannot be drawn per prompt in one call (--model.augmentations): every step loops over the "
+                "prompts for it (slower on a GPU, and the step cannot be compiled as one graph)",
+                ", ".join(slow),
             )
 
     @property
