@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from clip_inversion.clip import CLIPSpec, FrozenCLIP
 from clip_inversion.data import read_prompts
-from clip_inversion.errors import UsageError, first_line
+from clip_inversion.errors import UsageError, describe_load_error, first_line
 from clip_inversion.experiment import markdown_table
 from clip_inversion.metrics import JudgeCosine, ZeroShotAccuracy, as_judge, mean_subject_cosine
 from clip_inversion.probes import wilson_interval
@@ -156,6 +156,10 @@ class InceptionFeatures(nn.Module):
                 "(torch-fidelity's release) on a machine with internet and pass --inception-weights PATH, or use "
                 "--features judge"
             )
+        try:  # torch-fidelity unpickles the file with weights_only=False: let only plain tensors through
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises several types for a damaged or malicious file
+            raise UsageError(f"--inception-weights {path}: {describe_load_error(e)}") from e
         self.net = NoTrainInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"], str(path))
         self.name, self.size = "InceptionV3 (torch-fidelity)", (299, 299)
 
