@@ -181,7 +181,7 @@ def test_toy_real_images_are_of_their_captions_and_seeded(world, tmp_path):
 
 def test_the_coco_config_names_the_protocol(world, capsys):
     config = yaml.safe_load((ROOT / "configs" / "eval" / "coco.yaml").read_text())
-    assert config["judge"] == "ViT-L-14" and config["expected_images"] == 10_000
+    assert config["judge"] == "ViT-L-14-quickgelu" and config["expected_images"] == 10_000
     settings = Settings(**config)  # every key is an option
     assert settings.features == "inception"
     with pytest.raises(SystemExit) as exit_:  # here the COCO images are not on disk: one line
@@ -222,3 +222,34 @@ def test_bad_inputs_end_in_one_line_and_exit_2(world, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert exit_.value.code == 2 and len(err) == 1, (args, err)
         assert err[0].startswith("clip-inversion-evaluate: error: ") and message.format(tmp_path) in err[0], err
+
+
+def test_the_coco_sample_is_seeded_literal_and_readable_as_real_images(tmp_path, capsys):
+    from torchvision.io import write_png
+
+    from clip_inversion.studies.coco import main as coco
+    from clip_inversion.studies.evaluate import read_image_set
+    from clip_inversion.targets import parse_target
+
+    (tmp_path / "val2014").mkdir()
+    texts = ["A clock that reads 10:30", "a dog | a cat", "two  men\nsurfing", "a red bus", "a bowl of fruit"]
+    annotations = {"images": [], "annotations": []}
+    for i, text in enumerate(texts):
+        write_png(torch.full((3, 8, 8), 40 * i, dtype=torch.uint8), str(tmp_path / "val2014" / f"{i}.png"))
+        annotations["images"].append({"id": i, "file_name": f"{i}.png"})
+        annotations["annotations"].append({"id": 10 + i, "image_id": i, "caption": text})
+    (tmp_path / "captions.json").write_text(json.dumps(annotations))
+    args = ["--annotations", str(tmp_path / "captions.json"), "--images", str(tmp_path / "val2014"), "--n", "5"]
+    coco([*args, "--out", str(tmp_path / "a")])
+    coco([*args, "--out", str(tmp_path / "again")])
+    coco([*args, "--out", str(tmp_path / "b"), "--seed", "1"])
+    captions = (tmp_path / "a" / "captions.txt").read_text().splitlines()
+    assert captions == (tmp_path / "again" / "captions.txt").read_text().splitlines()
+    assert captions != (tmp_path / "b" / "captions.txt").read_text().splitlines()  # another order
+    meant = {" ".join(t.split()).replace("|", "/") for t in texts}
+    assert {parse_target(c)[0].value for c in captions} == meant and all(len(parse_target(c)) == 1 for c in captions)
+    real = read_image_set(tmp_path / "a" / "real", "--real")
+    assert real.prompts == captions and all(p.is_file() for p in real.paths)
+    with pytest.raises(SystemExit) as exit_:
+        coco([*args[:-1], "6", "--out", str(tmp_path / "c")])
+    assert exit_.value.code == 2 and capsys.readouterr().err.strip().endswith("the annotations hold 5 captioned images")
