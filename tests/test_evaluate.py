@@ -253,3 +253,31 @@ def test_the_coco_sample_is_seeded_literal_and_readable_as_real_images(tmp_path,
     with pytest.raises(SystemExit) as exit_:
         coco([*args[:-1], "6", "--out", str(tmp_path / "c")])
     assert exit_.value.code == 2 and capsys.readouterr().err.strip().endswith("the annotations hold 5 captioned images")
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_inception_weights_missing_or_malicious_end_in_one_line(world, tmp_path, monkeypatch, capsys):
+    import torchmetrics.utilities.imports
+
+    monkeypatch.setattr(torchmetrics.utilities.imports, "_TORCH_FIDELITY_AVAILABLE", True)  # as if installed
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    evil, marker = tmp_path / "evil.pth", tmp_path / "ran"
+    torch.save(_Evil(marker), evil)
+    run_dir, real = str(world["quickstart"]), str(world["real"])
+    cases = [
+        ([], "--features inception needs InceptionV3's weights, not found at"),
+        (["--inception-weights", str(evil)], "refused: it holds Python objects that could run code"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as exit_:
+            main([run_dir, "--real", real, "--features", "inception", *extra])
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 2 and message in line, line
+    assert not marker.exists()

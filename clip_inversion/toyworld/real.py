@@ -1,9 +1,10 @@
 """Real images for a set of captions: the toy world's own renders, written as a folder that evaluations read.
 
-``python -m clip_inversion.toyworld.real OUT --captions configs/prompts/toy-world.txt --per-caption 4`` renders
-``per-caption`` fresh scenes of each caption's colour and shape (random size, place, rotation and background)
-into ``OUT/images/`` and lists them in ``OUT/manifest.jsonl``, one ``{"id", "prompt", "image", "seed"}`` line an
-image, as a run directory does: ``clip-inversion-evaluate RUN --real OUT`` compares a run with them.
+``python -m clip_inversion.toyworld.real OUT --captions configs/prompts/toy-world.txt --per-caption 4`` (or
+``--captions RUN_DIR``: the prompts of a run) renders ``per-caption`` fresh scenes of each caption's colour and
+shape (random size, place, rotation and background) into ``OUT/images/`` and lists them in
+``OUT/manifest.jsonl``, one ``{"id", "prompt", "image", "seed"}`` line an image, as a run directory does:
+``clip-inversion-evaluate RUN --real OUT`` compares a run with them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from clip_inversion.data import prompt_seed, read_prompts
 from clip_inversion.errors import UsageError
-from clip_inversion.rundir import MANIFEST, atomic_save_image, safe_name
+from clip_inversion.rundir import MANIFEST, atomic_save_image, read_records, safe_name
 from clip_inversion.toyworld.evaluate import parse_caption
 from clip_inversion.toyworld.world import ShapeWorld
 
@@ -63,12 +64,17 @@ def main(args: list[str] | None = None) -> None:
     """``python -m clip_inversion.toyworld.real OUT --captions FILE``: prints the manifest's path."""
     parser = argparse.ArgumentParser(description="Render the toy world's real images of some captions.")
     parser.add_argument("out", help="folder to write (images/ and manifest.jsonl)")
-    parser.add_argument("--captions", required=True, help="captions file (.txt, .jsonl, .csv), e.g. a run's prompts")
+    parser.add_argument("--captions", required=True, help="captions file (.txt, .jsonl, .csv) or a run directory")
     parser.add_argument("--per-caption", type=int, default=4, help="images a caption (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="another seed gives held-out images (default 0)")
     ns = parser.parse_args(args)
     try:
-        captions = [p.text for p in read_prompts(ns.captions)]
+        if Path(ns.captions).is_dir():  # a run directory: the prompts of its manifest
+            captions = [r["prompt"] for r in read_records(ns.captions)]
+            if not captions:
+                raise UsageError(f"--captions {ns.captions}: a directory without {MANIFEST} lines")
+        else:
+            captions = [p.text for p in read_prompts(ns.captions)]
         print(write_real(captions, ns.out, ns.per_caption, ns.seed) / MANIFEST)
     except UsageError as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
