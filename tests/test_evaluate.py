@@ -199,6 +199,7 @@ def _bad_cases(world: dict, tmp: Path) -> list[tuple[list[str], str]]:
     append_records(garbled, [{"id": "0", "prompt": "a red circle", "image": "0.png"}])
     (garbled / "0.png").write_bytes(b"not a png")
     other = write_real(["a red square"], tmp / "other", per_caption=1)
+    (tmp / "file").write_text("")
     run_dir, real = str(world["quickstart"]), str(world["real"])
     return [
         ([str(tmp / "none")], "run {}/none: no such directory"),
@@ -212,6 +213,7 @@ def _bad_cases(world: dict, tmp: Path) -> list[tuple[list[str], str]]:
         ([run_dir, "--features", "clip"], "--features must be judge or inception"),
         ([run_dir, "--candidates", str(ROOT / "configs" / "prompts" / "toy-world.txt")], "is not among --candidates"),
         ([run_dir, "--judge", "ViT-B-61"], "unknown model name"),
+        ([run_dir, "--out", str(tmp / "file" / "report")], "choose another report folder with --out"),
     ]
 
 

@@ -331,6 +331,11 @@ class Settings:
             raise UsageError(f"--device {self.device}: no CUDA device here; use --device cpu")
 
 
+def report_dir(runs: Sequence[str | Path], settings: Settings) -> Path:
+    """Where the report goes: ``settings.out``, else the first run's ``report/``."""
+    return Path(settings.out) if settings.out else Path(runs[0]) / "report"
+
+
 def evaluate(runs: Sequence[str | Path], settings: Settings, judge: FrozenCLIP | None = None) -> list[dict]:
     """Evaluate runs side by side and write the report; one row of scores a run, in the order given.
 
@@ -358,13 +363,18 @@ def evaluate(runs: Sequence[str | Path], settings: Settings, judge: FrozenCLIP |
                 f"--real {settings.real}: none of its captions is a prompt of run {images.folder}; give real images "
                 "of the run's captions (python -m clip_inversion.toyworld.real OUT --captions PROMPTS)"
             )
+    out = report_dir(runs, settings)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as e:
+        raise UsageError(f"cannot write {out} ({e.strerror}): choose another report folder with --out") from e
+    inception = InceptionFeatures(settings.inception_weights) if settings.features == "inception" else None
     device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     spec = CLIPSpec(settings.judge, settings.pretrained)
     judge = (judge or as_judge(spec)).to(device)
     judge_features = JudgeFeatures(judge, spec.label)
-    extractor = judge_features if settings.features == "judge" else InceptionFeatures(settings.inception_weights)
-    extractor = extractor.to(device)
-    out = Path(settings.out) if settings.out else sets[0].folder / "report"
+    extractor = (judge_features if inception is None else inception).to(device)
     caches = {
         m.name: FeatureCache(out / "cache" / f"{safe_name(m.name)}.pt")
         for m in dict.fromkeys([judge_features, extractor])
@@ -382,7 +392,9 @@ def evaluate(runs: Sequence[str | Path], settings: Settings, judge: FrozenCLIP |
         row.update(_judge_scores(images, embeddings, judge, candidates, settings))
         fake = features_of(images, extractor)
         if real is not None:
-            row.update(_distances(images, fake, real, real_features, settings))
+            row.update(_distances(images, fake, real, real_features, settings, device))
+        if "logits" in fake:
+            row["inception_score"], row["inception_score_std"] = inception_score(fake["logits"], settings.seed)
         row["subject_cosine"] = mean_subject_cosine(images.records)
         if settings.expected_images and len(images.paths) != settings.expected_images:
             row["note"] = f"{len(images.paths)} of the protocol's {settings.expected_images} images"
@@ -426,11 +438,17 @@ def _judge_scores(
 
 
 def _distances(
-    images: ImageSet, fake: dict[str, Tensor], real: ImageSet, real_features: dict[str, Tensor], settings: Settings
+    images: ImageSet,
+    fake: dict[str, Tensor],
+    real: ImageSet,
+    real_features: dict[str, Tensor],
+    settings: Settings,
+    device: torch.device,
 ) -> dict[str, float]:
-    """FID and KID against the real images of the run's prompts, with bootstrap intervals; IS with InceptionV3."""
+    """FID and KID against the real images of the run's prompts, with bootstrap intervals (computed on
+    ``device``: a resample costs one FID and one KID)."""
     mine = torch.cat(real.groups(images.prompts))
-    reals, fakes = real_features["features"][mine], fake["features"]
+    reals, fakes = real_features["features"][mine].to(device), fake["features"].to(device)
     real_groups, fake_groups = real.groups(images.prompts), images.groups()
     # the real groups index the whole real set: renumber them into ``reals``
     position = torch.full((len(real.paths),), -1, dtype=torch.long)
@@ -459,8 +477,6 @@ def _distances(
         "kid_low": kid_low,
         "kid_high": kid_high,
     }
-    if "logits" in fake:
-        row["inception_score"], row["inception_score_std"] = inception_score(fake["logits"], settings.seed)
     return row
 
 
@@ -575,7 +591,7 @@ def main(args: list[str] | None = None) -> None:
         if os.environ.get("CLIP_INVERSION_DEBUG"):
             raise
         parser.exit(2, f"{parser.prog}: error: {' '.join(str(e).split())}\n")
-    out = Path(settings.out) if settings.out else Path(ns.runs[0]) / "report"
+    out = report_dir(ns.runs, settings)
     print((out / "evaluation.md").read_text(encoding="utf-8"))
     print(f"written: {out / 'evaluation.csv'}, {out / 'evaluation.md'}, {out / 'tensorboard'} ({len(rows)} runs)")
 
