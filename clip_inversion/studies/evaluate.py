@@ -519,13 +519,14 @@ def write_report(rows: list[dict], out: Path, settings: Settings, extractor: str
         }
         for row in rows
     ]
+    among = f"the {rows[0]['candidates']} of {settings.candidates}" if settings.candidates else "its run's"
     reals = f"{real.folder} ({len(real.paths)} images of {len(set(real.prompts))} captions)" if real else "none"
     text = "\n".join(
         [
             "# Evaluation",
             "",
-            f"- judge (CLIPSIM = 100 x cosine to the prompt; zero-shot accuracy among {rows[0]['candidates']} "
-            f"candidates for the first run): {judge}",
+            f"- judge: {judge}. CLIPSIM: 100 x its cosine between an image and its prompt; accuracy: how often it "
+            f"classifies an image as its prompt among {among} prompts",
             f"- FID/KID features: {extractor}. Numbers are comparable only with numbers computed with the same "
             "extractor and real images"
             + (" (the literature's use InceptionV3)." if settings.features == "judge" else "."),
