@@ -8,7 +8,7 @@ Every recipe inverts the world's 30 colour-shape captions (``configs/prompts/toy
 ``ROOT/real`` (``--real-per-caption`` a caption, seed 0), and two reference rows, ``ROOT/held-out-real``
 (one render a caption and seed, seeds 1000+) and ``ROOT/noise`` (uniform noise, as many images). Then
 ``clip-inversion-evaluate`` scores them all against ``ROOT/real`` with ``toy-judge`` and writes
-``ROOT/report/``; the Markdown table is printed. Set ``OMP_NUM_THREADS=1`` on a busy machine.
+``ROOT/report/`` and prints its Markdown table. Set ``OMP_NUM_THREADS=1`` on a busy machine.
 """
 
 from __future__ import annotations
@@ -121,8 +121,7 @@ def main() -> None:
     real = write_real(distinct, root / "real", per_caption=args.real_per_caption, seed=0)
     held_out = write_real(distinct, root / "held-out-real", per_caption=len(args.seeds), seed=1000)
     noise = write_noise(root / "noise", captions)
-    evaluate([*map(str, [*runs, held_out, noise]), "--real", str(real), "--out", str(root / "report")])
-    print((root / "report" / "evaluation.md").read_text(encoding="utf-8"))
+    evaluate([*map(str, [*runs, held_out, noise]), "--real", str(real), "--out", str(root / "report")])  # prints
 
 
 if __name__ == "__main__":
