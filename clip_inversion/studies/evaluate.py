@@ -594,7 +594,7 @@ def main(args: list[str] | None = None) -> None:
         parser.exit(2, f"{parser.prog}: error: {' '.join(str(e).split())}\n")
     out = report_dir(ns.runs, settings)
     print((out / "evaluation.md").read_text(encoding="utf-8"))
-    print(f"written: {out / 'evaluation.csv'}, {out / 'evaluation.md'}, {out / 'tensorboard'} ({len(rows)} runs)")
+    print(f"written: {out / 'evaluation.csv'}, {out / 'evaluation.md'}, {out / 'tensorboard'} (rows: {len(rows)})")
 
 
 if __name__ == "__main__":
