@@ -24,7 +24,7 @@ import statistics
 
 from toy_judge import ROOT, cell, judge_world  # benchmarks/ is on the path when a script of it runs
 
-from clip_inversion.probes import newcombe_interval, wilson_interval
+from clip_inversion.studies.probes import newcombe_interval, wilson_interval
 
 # Second subjects, shipped: `clip-inversion-train-toy fit --config configs/toy/subject-b.yaml` (the same
 # architecture as toy-subject, other seeds) and `... configs/toy/subject-efficientnet.yaml` (another one).
@@ -37,13 +37,13 @@ ADAM = "--model.optimizer=torch.optim.Adam"
 PARAMETERISATIONS = {
     "pixels": [ADAM, "--model.optimizer.lr=0.1"],
     "fourier": [
-        "--model.image=clip_inversion.image.FourierImage",
+        "--model.image=clip_inversion.core.image.FourierImage",
         "--model.image.squash=clamp",
         ADAM,
         "--model.optimizer.lr=0.2",
     ],
     "pyramid": [
-        "--model.image=clip_inversion.image.PyramidImage",
+        "--model.image=clip_inversion.core.image.PyramidImage",
         "--model.image.decay=0.5",
         ADAM,
         "--model.optimizer.lr=0.1",

@@ -17,7 +17,7 @@ import contextlib
 
 import torch
 
-from clip_inversion.clip import CLIPSpec, FrozenCLIP, load_clip
+from clip_inversion.core.clip import CLIPSpec, FrozenCLIP, load_clip
 
 GPUS = {"H100 80 GB": 80e9, "H200 141 GB": 141e9, "A100 40 GB": 40e9, "24 GB": 24e9}
 

@@ -6,15 +6,17 @@
 
 Rows, each run in its own process (so peak memory is its own), ``--repeats`` times, interleaved:
 
-- (a) a faithful re-implementation of the authors' loop: plain PyTorch, fp32, one prompt at a time, weight
-  gradients computed (nothing frozen), with and without ``torch.autograd.set_detect_anomaly(True)``;
+- (a) the authors' loop as released: plain PyTorch, fp32, one prompt at a time, the model frozen, with and
+  without ``torch.autograd.set_detect_anomaly(True)`` (the release leaves it on);
 - (b) clip-inversion through Lightning at the same settings, one prompt a batch;
 - (c) clip-inversion at its fast settings: ``--fast-batch`` prompts a batch, the fused warp, and optionally
   mixed precision and ``torch.compile``.
 
 All rows: the same model, prompts, copies, steps, resolution schedule, TV and optimizer. Time per step is
-the median over repeats of the steady state (after ``--warmup`` steps, device synchronised at both ends);
-prompts per hour counts the whole schedule (compilation included, model loading excluded). FLOPs of the
+measured by step-count differencing: each row runs ``--steps`` and ``--steps + --diff-steps`` steps (the
+extra ones at the last resolution), and ``(T2 - T1) / diff-steps`` (medians over repeats of whole-schedule
+wall times, model loading excluded, device synchronised) leaves out every fixed cost; "vs (a)" divides it by
+row (a)'s. Prompts per hour counts the whole ``--steps`` schedule (compilation included). FLOPs of the
 work: the image tower's forward plus its input-gradient backward for every copy at the model's input size,
 counted with ``torch.utils.flop_counter.FlopCounterMode`` (the reference's extra weight gradients are not
 counted); the matmul peak is a large bf16 matrix product timed in the same run on the same device.
@@ -37,10 +39,9 @@ import torch.nn.functional as F
 from lightning import Callback, Trainer
 
 from clip_inversion.callbacks import ResolutionSchedule
-from clip_inversion.clip import CLIPSpec, load_clip
+from clip_inversion.core.clip import CLIPSpec, load_clip
 from clip_inversion.data import PromptDataModule
 from clip_inversion.module import CLIPInversion
-from clip_inversion.objective import total_variation
 
 PROMPTS = [f"a {c} {s}" for s in ("circle", "square", "star", "triangle", "cross") for c in ("red", "blue", "green")]
 PROMPTS = (PROMPTS * 200)[:1000]  # the GPU case may batch hundreds: repeats are fine for timing
@@ -58,34 +59,48 @@ def since(start: tuple[float, float], device: str) -> tuple[float, float]:
     return end[0] - start[0], end[1] - start[1]
 
 
+def released_tv(x: torch.Tensor) -> torch.Tensor:
+    """The released ``TotalVariation``: per-channel L2 norms over (H, W), averaged, in four directions."""
+    diffs = (
+        x[:, :, :, 1:] - x[:, :, :, :-1],
+        x[:, :, 1:, :] - x[:, :, :-1, :],
+        x[:, :, 1:, 1:] - x[:, :, :-1, :-1],
+        x[:, :, 1:, :-1] - x[:, :, :-1, 1:],
+    )
+    return sum(d.norm(p=2, dim=(2, 3)).mean() for d in diffs)
+
+
 def reference_loop(args: argparse.Namespace, prompt: str, anomaly: bool) -> tuple[tuple, tuple]:
-    """The authors' loop for one prompt; returns (wall, CPU) seconds: steady (after warm-up), whole schedule."""
+    """The authors' loop for one prompt, as released: the model frozen, fp32, backward, clip, clamp, step.
+
+    Returns (wall, CPU) seconds: steady (after warm-up), whole schedule (model loading excluded).
+    """
     clip = load_clip(CLIPSpec(args.model)).to(args.device)
-    model = clip.model.requires_grad_(True)  # as released: nothing frozen, weight gradients computed
+    model = clip.model  # frozen (freeze_module in the release): no weight gradients
     torch.autograd.set_detect_anomaly(anomaly)
     with torch.no_grad():
         target = model.encode_text(clip.tokenizer([prompt]).to(args.device))
+        target = target / target.norm(dim=-1, keepdim=True)
     image = torch.rand(1, 3, args.sizes[0], args.sizes[0], device=args.device, requires_grad=True)
     optimizer = torch.optim.Adam([image], lr=0.1)
     affine = K.RandomAffine(30, (0.1, 0.1), (0.7, 1.2), p=0.5, padding_mode="border")
-    start = now(args.device)
+    start = warm = now(args.device)
     for step in range(args.steps):
         if step == args.warmup:
             warm = now(args.device)
         if step in args.milestones:
             image = F.interpolate(image.detach(), size=args.milestones[step], mode="bicubic").requires_grad_()
             optimizer = torch.optim.Adam([image], lr=0.1)
-        views = affine(image.repeat(args.copies, 1, 1, 1))
-        views = F.interpolate(views, size=clip.image_size, mode="bicubic")
-        emb = model.encode_image((views - clip.mean) / clip.std)
-        distance = (emb / emb.norm(dim=-1, keepdim=True) - target / target.norm(dim=-1, keepdim=True)).norm(dim=-1)
-        loss = distance.mean() + 0.005 * total_variation(image).sum()
         optimizer.zero_grad()
+        loss = args.tv * released_tv(image)
+        views = F.interpolate(affine(image.repeat(args.copies, 1, 1, 1)), size=clip.image_size, mode="bicubic")
+        features = model.encode_image((views - clip.mean) / clip.std)
+        features = features / features.norm(dim=-1, keepdim=True)
+        loss = loss + (features - target).norm(dim=1).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_([image], 1.0)
+        image.data = image.data.clamp(0, 1)
         optimizer.step()
-        with torch.no_grad():
-            image.clamp_(0, 1)
     steady, total = since(warm, args.device), since(start, args.device)
     torch.autograd.set_detect_anomaly(False)
     return steady, total
@@ -119,6 +134,7 @@ def ours(args: argparse.Namespace, prompts: list[str], batch_size: int, fast: bo
         steps=args.steps,
         init_size=args.sizes[0],
         copies=args.copies,
+        tv=args.tv,
         fused_warp=fast and args.fast_fused,
         channels_last=fast and args.fast_channels_last,
         compile=fast and args.fast_compile,
@@ -196,8 +212,8 @@ def child(args: argparse.Namespace) -> dict:
 
 
 ROWS = {
-    "a-anomaly": "(a) reference loop, anomaly detection on",
-    "a": "(a) reference loop",
+    "a": "(a) released loop (frozen model)",
+    "a-anomaly": "(a) released loop, anomaly detection on (as released)",
     "b": "(b) ours, reference settings",
     "c": "(c) ours, fast settings",
 }
@@ -208,7 +224,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--model", default="toy-subject", help="bundled name or open_clip architecture (random)")
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--diff-steps", type=int, default=40, help="extra steps for step-count differencing")
     parser.add_argument("--copies", type=int, default=13)
+    parser.add_argument("--tv", type=float, default=0.005)
     parser.add_argument(
         "--schedule", default="0:32,20:48,40:64", help="step:size,...; the paper: 0:64,900:128,1800:224"
     )
@@ -239,14 +257,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.child:
         print(json.dumps(child(args)))
         return []
-    runs: dict[str, list[dict]] = {row: [] for row in args.rows}
+    runs: dict[tuple[str, int], list[dict]] = {(row, n): [] for row in args.rows for n in (0, args.diff_steps)}
     script = str(Path(__file__).resolve())
     for _ in range(args.repeats):
-        for row in args.rows:
-            out = subprocess.run([sys.executable, script, *argv, "--child", row], capture_output=True, text=True)
+        for row, extra in runs:
+            steps = ["--steps", str(args.steps + extra)]
+            out = subprocess.run(
+                [sys.executable, script, *argv, *steps, "--child", row], capture_output=True, text=True
+            )
             if out.returncode:
                 sys.exit(f"{row} failed:\n{out.stderr[-3000:]}")
-            runs[row].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            runs[row, extra].append(json.loads(out.stdout.strip().splitlines()[-1]))
     flops = step_flops(args) * args.copies  # one prompt, one step
     peak = matmul_peak(args.device, args.matmul_size)
     print(f"{args.model} on {args.device}, {args.steps} steps, {args.copies} copies, schedule {args.schedule}")
@@ -257,22 +278,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"channels-last {args.fast_channels_last}, compile {args.fast_compile}"
     )
     print(f"work: {flops / 1e9:.3f} GFLOP a prompt-step; bf16 {args.matmul_size}^3 matmul: {peak / 1e12:.2f} TFLOP/s\n")
-    columns = (
-        "time per step | per prompt-step | CPU time per step | prompts per hour | peak memory | of bf16 matmul rate"
-    )
+    columns = "time per step | vs (a) | per prompt-step | prompts per hour | peak memory | of bf16 matmul rate"
     print(f"| run | {columns} |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    medians = []
-    for row, results in runs.items():
-        step = statistics.median(r["step_s"] for r in results)
-        cpu = statistics.median(r["step_cpu_s"] for r in results)
-        per_prompt = step / results[0]["batch"]
-        hour = statistics.median(3600 * r["prompts"] / r["total_s"] for r in results)
-        memory = statistics.median(r["peak"] for r in results)
+    medians, reference = [], None
+    for row in args.rows:
+        short, long = runs[row, 0], runs[row, args.diff_steps]
+        batches = short[0]["prompts"] // short[0]["batch"]
+        total = statistics.median(r["total_s"] for r in short)
+        step = (statistics.median(r["total_s"] for r in long) - total) / (args.diff_steps * batches)
+        if row == "a":
+            reference = step
+        per_prompt = step / short[0]["batch"]
+        hour = 3600 * short[0]["prompts"] / total
+        memory = statistics.median(r["peak"] for r in short)
         rate = flops / per_prompt / peak
         medians.append({"row": row, "step_s": step, "prompts_per_hour": hour, "peak": memory, "mfu": rate})
+        ratio = f"{step / reference:.2f}x" if reference else "-"
         print(
-            f"| {ROWS[row]} | {step * 1000:.1f} ms | {per_prompt * 1000:.1f} ms | {cpu * 1000:.1f} ms | {hour:.0f} "
+            f"| {ROWS[row]} | {step * 1000:.1f} ms | {ratio} | {per_prompt * 1000:.1f} ms | {hour:.0f} "
             f"| {memory / 2**20:.0f} MiB | {rate:.1%} |",
             flush=True,
         )

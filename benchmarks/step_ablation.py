@@ -2,10 +2,11 @@
 
     python benchmarks/step_ablation.py                 # toy-subject, 6 prompts x 13 copies, 32/48/64 px images
 
-The step is the module's own: augmentations, encoding, objective, backward, per-image clipping and Adam,
-without Lightning around it (``benchmarks/speed.py`` times the whole tool). Each setting's median over
-``--repeats`` steps at every image size of the schedule, settings interleaved so that a busy machine
-affects them alike; process CPU time with one thread, steadier than wall time on a shared machine.
+The step is :meth:`clip_inversion.core.inverter.Inverter.step`: augmentations, encoding, objective, backward,
+per-prompt clipping, clamping and Adam, without Lightning around it (``benchmarks/speed.py`` times the whole
+tool). Each setting's median over ``--repeats`` steps at every image size of the schedule, settings
+interleaved so that a busy machine affects them alike; process CPU time with one thread, steadier than wall
+time on a shared machine.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import time
 
 import torch
 
-from clip_inversion.clip import CLIPSpec
-from clip_inversion.image import PixelImage
-from clip_inversion.module import CLIPInversion
-from clip_inversion.objective import clip_grad_norm_per_image_
+from clip_inversion.core.augment import Augment
+from clip_inversion.core.clip import CLIPSpec, load_clip
+from clip_inversion.core.image import PixelImage
+from clip_inversion.core.inverter import Inverter, Member
 
 SETTINGS = {
     "generic warp, fp32": {},
@@ -32,22 +33,18 @@ SETTINGS = {
 
 
 def make(args: argparse.Namespace, fused_warp: bool = False, channels_last: bool = False, bf16: bool = False):
-    module = CLIPInversion(CLIPSpec(args.model), copies=args.copies, fused_warp=fused_warp, channels_last=channels_last)
-    module.configure_model()
-    module.targets = module.clip.encode_text([f"a red circle {i}" for i in range(args.prompts)])
+    clip = load_clip(CLIPSpec(args.model))
+    if channels_last:
+        clip.model.visual.to(memory_format=torch.channels_last)
+    inverter = Inverter([Member(clip)], Augment(None, args.copies), fused_warp=fused_warp, channels_last=channels_last)
     cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    return module, cast
+    return inverter, cast
 
 
-def step(module: CLIPInversion, cast, optimizer: torch.optim.Optimizer, seeds: list[int]) -> float:
+def step(inverter: Inverter, cast, optimizer: torch.optim.Optimizer, number: int) -> float:
     start = time.process_time()
     with cast():
-        loss = module.per_prompt_loss(seeds)["loss"].sum()
-    optimizer.zero_grad()
-    loss.backward()
-    clip_grad_norm_per_image_(module.image.pixels.grad, 1.0)
-    optimizer.step()
-    module.image.project_()
+        inverter.step(optimizer, number)
     return time.process_time() - start
 
 
@@ -60,15 +57,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    modules = {name: make(args, **kw) for name, kw in SETTINGS.items()}
+    inverters = {name: make(args, **kw) for name, kw in SETTINGS.items()}
+    prompts = [f"a red circle {i}" for i in range(args.prompts)]
     times: dict[str, list[float]] = {name: [] for name in SETTINGS}
     for size in args.sizes:
-        for module, _ in modules.values():
-            module.image = PixelImage(list(range(args.prompts)), size)
-        optimizers = {name: torch.optim.Adam(m.image.parameters(), lr=0.1) for name, (m, _) in modules.items()}
+        for inverter, _ in inverters.values():
+            inverter.start(PixelImage(list(range(args.prompts)), size), prompts)
+        optimizers = {name: torch.optim.Adam(inv.image.parameters(), lr=0.1) for name, (inv, _) in inverters.items()}
         for i in range(args.repeats + 2):  # two warm-up steps a size
-            for name, (module, cast) in modules.items():
-                spent = step(module, cast, optimizers[name], [100 * p + i for p in range(args.prompts)])
+            for name, (inverter, cast) in inverters.items():
+                spent = step(inverter, cast, optimizers[name], i)
                 if i >= 2:
                     times[name].append(spent)
     print(f"{args.model}, {args.prompts} prompts x {args.copies} copies, images {args.sizes} px, one thread\n")

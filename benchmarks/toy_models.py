@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from clip_inversion.clip import CLIPSpec, load_clip
+from clip_inversion.core.clip import CLIPSpec, load_clip
 from clip_inversion.toyworld.evaluate import zero_shot_accuracy
 from clip_inversion.toyworld.world import ShapeWorld
 

@@ -3,33 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
-from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image
-
 from clip_inversion.cli import run
-from clip_inversion.rundir import read_records
-
-
-@dataclass
-class Inversion:
-    """One prompt's result: its ``manifest.jsonl`` record and its final image ``(3, H, W)`` in [0, 1]."""
-
-    prompt: str
-    image: Tensor
-    record: dict
-
-
-def read_manifest(run_dir: str | Path) -> list[Inversion]:
-    """Every inversion recorded in a run directory with its image, in manifest order (withheld ones left out)."""
-    run_dir = Path(run_dir)
-    return [
-        Inversion(r["prompt"], decode_image(str(run_dir / r["image"]), mode=ImageReadMode.RGB).float() / 255, r)
-        for r in read_records(run_dir)
-        if r["image"] is not None
-    ]
+from clip_inversion.rundir import Inversion, read_manifest
 
 
 def invert(

@@ -15,11 +15,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from clip_inversion.clip import CLIPSpec, load_clip
+from clip_inversion.core.image import MAX_SIZE
 from clip_inversion.data import PromptBatch
 from clip_inversion.errors import UsageError
-from clip_inversion.image import MAX_SIZE
-from clip_inversion.metrics import JudgeCosine, ZeroShotAccuracy
 from clip_inversion.nsfw import Action, NSFWScreen
 from clip_inversion.rundir import append_records, atomic_save_image, check_writable, image_stem
 from clip_inversion.strategy import gather_objects
@@ -62,8 +60,8 @@ class ResolutionSchedule(Callback):
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         size = self.milestones.get(batch_idx)
-        if size is not None and not batch.skip and pl_module.image.size < size:
-            pl_module.image.upsample(size)
+        if size is not None and not batch.skip and pl_module.inverter.image.size < size:
+            pl_module.inverter.upsample(size)
             trainer.strategy.setup_optimizers(trainer)  # takes effect on this very step
 
 
@@ -76,6 +74,8 @@ class InversionWriter(Callback):
 
     Args:
         snapshot_steps: steps (counted within a batch, 1-based) at which to save every image.
+        minmax: save each image min-max normalised on its own, as the released code saves its images
+            (``save_image(normalize=True, scale_each=True)``); otherwise values are clamped to [0, 1].
         nsfw: screen every image written (and shown by ``ProgressImages``) with NudeNet: ``score`` records each
             final image's score in the manifest, ``blur`` also blurs flagged images, ``withhold`` also keeps
             them off disk (the manifest line stays, with ``image: null``). Needs ``clip-inversion[nsfw]``.
@@ -83,9 +83,13 @@ class InversionWriter(Callback):
     """
 
     def __init__(
-        self, snapshot_steps: list[int] | None = None, nsfw: Action | None = None, nsfw_threshold: float = 0.5
+        self,
+        snapshot_steps: list[int] | None = None,
+        minmax: bool = False,
+        nsfw: Action | None = None,
+        nsfw_threshold: float = 0.5,
     ) -> None:
-        self.snapshot_steps = set(snapshot_steps or [])
+        self.snapshot_steps, self.minmax = set(snapshot_steps or []), minmax
         self.last_step = 0  # the last step of the current batch that completed
         self.screen = NSFWScreen(nsfw, nsfw_threshold) if nsfw else None
 
@@ -100,12 +104,20 @@ class InversionWriter(Callback):
     ) -> None:
         step = self.last_step = batch_idx + 1
         if step in self.snapshot_steps:
-            pending = _pending(batch)
-            images, screened = self._screen(pl_module.image().detach().cpu()[pending])
+            pending = pending_indices(batch)
+            images, screened = self._screen(self._pixels(pl_module)[pending])
             for image, i, nsfw in zip(images, pending, screened, strict=True):
                 if nsfw is None or nsfw["action"] != "withheld":
                     path = Path(trainer.default_root_dir, "snapshots", image_stem(batch.ids[i], batch.prompts[i]))
                     atomic_save_image(image, path / f"step-{step:05d}.png")
+
+    def _pixels(self, pl_module: LightningModule) -> Tensor:
+        """``(P, 3, H, W)`` the images as saved: clamped to [0, 1], or min-max normalised each."""
+        images = pl_module.inverter.image().detach().float().cpu()
+        if not self.minmax:
+            return images.clamp(0, 1)
+        low, high = images.amin(dim=(1, 2, 3), keepdim=True), images.amax(dim=(1, 2, 3), keepdim=True)
+        return (images - low) / (high - low).clamp(min=1e-5)
 
     def _screen(self, images: Tensor) -> tuple[Tensor, list[dict | None]]:
         """The images to write and each one's NSFW screen result (``None`` each without a screen)."""
@@ -119,9 +131,9 @@ class InversionWriter(Callback):
         if batch is None or not finished:
             return
         run_dir = Path(trainer.default_root_dir)
-        pending, cosines = _pending(batch), pl_module.cosine().tolist()
-        images, screened = self._screen(pl_module.image().detach().cpu()[pending])
-        nonfinite = pl_module.nonfinite_step.tolist()
+        pending, cosines = pending_indices(batch), pl_module.inverter.cosine().tolist()
+        images, screened = self._screen(self._pixels(pl_module)[pending])
+        nonfinite = pl_module.inverter.guard.stopped_at.tolist()
         records = []
         for image, i, nsfw in zip(images, pending, screened, strict=True):
             path = run_dir / "images" / f"{image_stem(batch.ids[i], batch.prompts[i])}.png"
@@ -178,8 +190,9 @@ class ProgressImages(Callback):
         if step % self.every_n_steps and step != pl_module.hparams.steps:
             return
         with torch.no_grad():
-            images, cosines = pl_module.image().detach().float().cpu(), pl_module.cosine().tolist()
-        pending = _pending(batch)
+            images = pl_module.inverter.image().detach().float().cpu().clamp(0, 1)
+            cosines = pl_module.inverter.cosine().tolist()
+        pending = pending_indices(batch)
         images = self.screen.apply(images[pending])[0] if self.screen and pending else images[pending]
         mine = [(image_stem(batch.ids[i], batch.prompts[i]), image, cosines[i]) for image, i in zip(images, pending)]
         everyone = [entry for rank in gather_objects(mine) for entry in rank]
@@ -193,103 +206,18 @@ class ProgressImages(Callback):
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """``last.ckpt`` every ``every_n_train_steps`` steps in ``<run dir>/checkpoints``, the same folder for every
-    rerun of a command, so ``--ckpt_path=last`` resumes mid-batch (image, resolution, optimizer and all).
+    """``last.ckpt`` every ``every_n_train_steps`` steps in ``dirpath``, the same folder for every rerun of a
+    command, so ``--ckpt_path=last`` resumes mid-batch (image, resolution, optimizer and all).
 
     Args:
         every_n_train_steps: steps between checkpoints.
+        dirpath: where ``last.ckpt`` goes; the CLI sets it to ``<run dir>/checkpoints`` when it is not given.
     """
 
-    def __init__(self, every_n_train_steps: int = 100) -> None:
-        super().__init__(every_n_train_steps=every_n_train_steps, save_last=True, save_top_k=0)
-
-    def _run_dir_checkpoints(self, trainer: Trainer) -> None:
-        if self.dirpath is None:
-            self.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._run_dir_checkpoints(trainer)
-        super().setup(trainer, pl_module, stage)
-
-    def _find_last_checkpoints(self, trainer: Trainer) -> set[str]:  # what --ckpt_path=last looks for
-        self._run_dir_checkpoints(trainer)
-        return super()._find_last_checkpoints(trainer)
+    def __init__(self, every_n_train_steps: int = 100, dirpath: str | None = None) -> None:
+        super().__init__(dirpath=dirpath, every_n_train_steps=every_n_train_steps, save_last=True, save_top_k=0)
 
 
-def _pending(batch: PromptBatch) -> list[int]:
+def pending_indices(batch: PromptBatch) -> list[int]:
+    """Positions of the prompts of ``batch`` that are written (not padding, not finished before)."""
     return [i for i, p in enumerate(batch.pending) if p]
-
-
-class JudgeScores(Callback):
-    """Score the images with an independent judge CLIP while they form, and log the scores to TensorBoard.
-
-    Every ``every_n_steps`` steps and at each batch's last step, each prompt's ``judge/cosine/<id>_<prompt>``
-    (the judge's cosine to its prompt) and ``judge/correct/<id>_<prompt>`` (1 when the judge classifies the
-    image as its prompt among the candidates, else 0); after each batch's last step, the running aggregates
-    over every prompt finished so far in this session: ``judge/cosine`` and ``judge/accuracy``.
-
-    Args:
-        judge: the judge's model name (default: the bundled ``toy-judge``), any name ``--model.clip.model_name``
-            takes.
-        pretrained: the judge's pretrained tag or checkpoint file.
-        every_n_steps: steps between per-prompt scores.
-        candidates: prompts to classify among (default: every prompt of the run).
-    """
-
-    def __init__(
-        self,
-        judge: str = "toy-judge",
-        pretrained: str | None = None,
-        every_n_steps: int = 50,
-        candidates: list[str] | None = None,
-    ) -> None:
-        self.spec, self.every_n_steps, self.candidates = CLIPSpec(judge, pretrained), every_n_steps, candidates
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        prompts = list(dict.fromkeys(p.text for p in trainer.datamodule.all_prompts()))
-        candidates = list(dict.fromkeys([*(self.candidates or []), *prompts]))
-        judge = load_clip(self.spec).to(pl_module.device)
-        self.step_cosine, self.run_cosine = (JudgeCosine(prompts, judge).to(pl_module.device) for _ in range(2))
-        self.step_accuracy, self.run_accuracy = (
-            ZeroShotAccuracy(candidates, judge).to(pl_module.device) for _ in range(2)
-        )
-
-    def on_train_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: PromptBatch, batch_idx: int
-    ) -> None:
-        step, last = batch_idx + 1, pl_module.hparams.steps
-        if step % self.every_n_steps and step != last:
-            return
-        pending = _pending(batch)
-        with torch.no_grad():
-            images = pl_module.image().detach().float()[pending]
-        prompts = [batch.prompts[i] for i in pending]
-        mine = []
-        if pending:
-            for metric in (self.step_cosine, self.step_accuracy):
-                metric.reset()
-                metric.update(images, prompts)
-            cosine, correct = self.step_cosine.per_prompt(), self.step_accuracy.per_prompt()["prompt"]
-            for i in pending:
-                stem = image_stem(batch.ids[i], batch.prompts[i])
-                k, c = (
-                    self.step_cosine.prompts.index(batch.prompts[i]),
-                    self.step_accuracy.prompts.index(batch.prompts[i]),
-                )
-                mine.append((stem, cosine[k].item(), correct[c].item()))
-            if step == last:
-                self.run_cosine.update(images, prompts)
-                self.run_accuracy.update(images, prompts)
-        everyone = [entry for rank in gather_objects(mine) for entry in rank]
-        aggregate = None
-        if step == last:  # every rank takes part in the synchronisation
-            aggregate = (self.run_cosine.compute().item(), self.run_accuracy.compute()["prompt"].item())
-        experiment = getattr(trainer.logger, "experiment", None)
-        if not trainer.is_global_zero or not hasattr(experiment, "add_scalar"):
-            return
-        for stem, cosine_value, correct_value in everyone:
-            experiment.add_scalar(f"judge/cosine/{stem}", cosine_value, trainer.global_step)
-            experiment.add_scalar(f"judge/correct/{stem}", correct_value, trainer.global_step)
-        if aggregate is not None and not any(math.isnan(v) for v in aggregate):
-            experiment.add_scalar("judge/cosine", aggregate[0], trainer.global_step)
-            experiment.add_scalar("judge/accuracy", aggregate[1], trainer.global_step)

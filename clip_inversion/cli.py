@@ -6,6 +6,8 @@ import errno
 import os
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from clip_inversion import strategy  # noqa: F401 (registers the "independent_ddp" strategy)
-from clip_inversion.callbacks import InversionWriter
+from clip_inversion.callbacks import InversionWriter, RunCheckpoint
 from clip_inversion.data import PromptDataModule
 from clip_inversion.errors import UsageError, describe_load_error
 from clip_inversion.module import CLIPInversion
@@ -51,14 +53,19 @@ class InversionCLI(LightningCLI):
             check_checkpoint(self.config[subcommand].ckpt_path)  # before Lightning reads its hyperparameters
 
     def before_instantiate_classes(self) -> None:
-        if self.config[self.subcommand].sweep.models:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.sweep.models:
             raise UsageError("this config describes a model sweep (sweep.models): run it with clip-inversion-sweep")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         try:
-            return super().instantiate_trainer(**kwargs)
+            trainer = super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, ValueError, RuntimeError) as e:  # accelerator, devices, strategy
             raise UsageError(f"{e} (--trainer.accelerator, --trainer.devices, --trainer.strategy)") from e
+        for callback in trainer.callbacks:  # before --ckpt_path=last looks for it
+            if isinstance(callback, RunCheckpoint) and callback.dirpath is None:
+                callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+        return trainer
 
 
 def check_checkpoint(path: str) -> None:
@@ -73,16 +80,23 @@ def check_checkpoint(path: str) -> None:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a damaged or malicious file
         raise UsageError(f"--ckpt_path={path}: {describe_load_error(e)}") from e
-    if not isinstance(checkpoint, dict) or not any(k.startswith("image.") for k in checkpoint.get("state_dict", {})):
+    if not isinstance(checkpoint, dict) or not any(
+        k.startswith("inverter.image.") for k in checkpoint.get("state_dict", {})
+    ):
         raise UsageError(f"--ckpt_path={path}: not a clip-inversion checkpoint (no image in its state_dict)")
 
 
-def run(args: list[str] | None = None) -> InversionCLI:
-    """Run the CLI and return it, trainer and model included (``args`` as on the command line)."""
+def run(args: list[str] | None = None, fit: bool = True) -> InversionCLI:
+    """Run the CLI and return it, trainer and model included (``args`` as on the command line); with
+    ``fit=False``, only parse and instantiate (a leading ``"fit"`` is dropped). Raises on bad input (see
+    :func:`exit_on_error`)."""
+    if not fit and args and args[0] == "fit":
+        args = args[1:]
     return InversionCLI(
         CLIPInversion,
         PromptDataModule,
         args=args,
+        run=fit,
         auto_configure_optimizers=False,
         save_config_callback=LogConfig,
         save_config_kwargs={"overwrite": True},
@@ -97,30 +111,36 @@ def run(args: list[str] | None = None) -> InversionCLI:
     )
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of ``clip-inversion`` and ``python -m clip_inversion``.
-
-    Input and settings errors, and a disk that cannot be written, print one line and exit with status 2;
-    set ``CLIP_INVERSION_DEBUG=1`` for the traceback. Everything finished before an error stays on disk.
-    """
+@contextmanager
+def exit_on_error(program: str = "clip-inversion") -> Iterator[None]:
+    """For entry points only: input and settings errors, and a disk that cannot be written, print one line and
+    exit with status 2 (``CLIP_INVERSION_DEBUG=1`` shows the traceback). Library code raises instead."""
     try:
-        run(args)
+        yield
     except (UsageError, MisconfigurationException) as e:
-        _fail(str(e), e)
+        _fail(program, str(e), e)
     except ArgumentError as e:  # jsonargparse: an unknown option, a value of the wrong type, a missing config
-        _fail(f"{e} (clip-inversion fit --help lists the options)", e)
+        _fail(program, f"{e} (clip-inversion fit --help lists the options)", e)
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOTDIR):
             raise
         _fail(
+            program,
             f"cannot write {e.filename or 'the run directory'}: {e.strerror}. Free space or fix permissions (or "
             "choose --trainer.default_root_dir), then rerun the same command: finished prompts are kept",
             e,
         )
 
 
-def _fail(message: str, error: BaseException) -> None:
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``clip-inversion`` and ``python -m clip_inversion``; everything finished before an error
+    stays on disk."""
+    with exit_on_error():
+        run(args)
+
+
+def _fail(program: str, message: str, error: BaseException) -> None:
     if os.environ.get("CLIP_INVERSION_DEBUG"):
         raise error
-    print(f"clip-inversion: error: {' '.join(message.split())}", file=sys.stderr)
+    print(f"{program}: error: {' '.join(message.split())}", file=sys.stderr)
     sys.exit(2)

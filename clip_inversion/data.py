@@ -20,6 +20,7 @@ from pathlib import Path
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Sampler
 
+from clip_inversion.core.targets import parse_target
 from clip_inversion.errors import UsageError
 from clip_inversion.rundir import finished
 
@@ -242,6 +243,9 @@ class PromptDataModule(LightningDataModule):
         world_size, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
         done = finished(trainer.default_root_dir) if trainer else set()
         self.batches = plan(self.all_prompts(), self.batch_size, world_size, rank, done)
+        for batch in self.batches:  # every target (weights, files) checked before any model loads
+            for spec in batch.prompts:
+                parse_target(spec)
         if trainer is not None:
             trainer.fit_loop.max_epochs = len(self.batches)  # one epoch a batch: the sweep ends with the last
 

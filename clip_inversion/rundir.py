@@ -12,9 +12,11 @@ import os
 import re
 import tempfile
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import Tensor
+from torchvision.io import ImageReadMode, decode_image
 from torchvision.utils import save_image
 
 from clip_inversion.errors import UsageError
@@ -94,3 +96,22 @@ def finished(run_dir: str | Path) -> set[tuple[str, str]]:
     return {
         (r["id"], r["prompt"]) for r in read_records(run_dir) if r["image"] is None or (run_dir / r["image"]).is_file()
     }
+
+
+@dataclass
+class Inversion:
+    """One prompt's result: its ``manifest.jsonl`` record and its final image ``(3, H, W)`` in [0, 1]."""
+
+    prompt: str
+    image: Tensor
+    record: dict
+
+
+def read_manifest(run_dir: str | Path) -> list[Inversion]:
+    """Every inversion recorded in a run directory with its image, in manifest order (withheld ones left out)."""
+    run_dir = Path(run_dir)
+    return [
+        Inversion(r["prompt"], decode_image(str(run_dir / r["image"]), mode=ImageReadMode.RGB).float() / 255, r)
+        for r in read_records(run_dir)
+        if r["image"] is not None
+    ]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from clip_inversion.cli import main as fit
+from clip_inversion.cli import exit_on_error, run
 from clip_inversion.rundir import safe_name
 
 
@@ -55,7 +55,8 @@ def main(args: list[str] | None = None) -> None:
     for model in sweep["models"]:
         run_dir = model_dir(sweep["root"], model)
         chosen = [*model_args(model), f"--trainer.default_root_dir={run_dir}"]
-        fit(["fit", *configs, *rest, "--sweep.models=null", *chosen])
+        with exit_on_error("clip-inversion-sweep"):
+            run(["fit", *configs, *rest, "--sweep.models=null", *chosen])
         print(f"{model}: {run_dir}", flush=True)
 
 

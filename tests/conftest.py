@@ -1,6 +1,8 @@
+import kornia.augmentation as K
 import pytest
 
-from clip_inversion.clip import CLIPSpec, FrozenCLIP, load_clip
+from clip_inversion.core.augment import RandomColorShift, RandomResizedCrop
+from clip_inversion.core.clip import CLIPSpec, FrozenCLIP, load_clip
 
 
 @pytest.fixture(scope="session")
@@ -11,3 +13,15 @@ def subject() -> FrozenCLIP:
 @pytest.fixture(scope="session")
 def judge() -> FrozenCLIP:
     return load_clip(CLIPSpec("toy-judge"))
+
+
+@pytest.fixture
+def vectorised_augmentations() -> list:
+    """One of every augmentation drawn from counter-based randomness (no loop over prompts)."""
+    return [
+        K.RandomAffine(degrees=30, translate=(0.1, 0.1), scale=(0.7, 1.2), p=0.5, padding_mode="border"),
+        RandomResizedCrop(scale=(0.6, 1.0)),
+        K.RandomHorizontalFlip(p=0.5),
+        RandomColorShift(shift=0.1, p=0.5),
+        K.RandomGaussianNoise(std=0.05, p=0.5),
+    ]

@@ -48,3 +48,12 @@ def test_the_parameterisation_comparison_pools_seeds_and_compares_with_its_basel
     difference, interval = rows[1][5].split(" [")  # "+17 [+6, +28]"
     low, high = (float(x) for x in interval.rstrip("]").split(", "))
     assert abs(float(difference) - (pooled[1] - pooled[0])) <= 1 and low <= float(difference) <= high
+
+
+def test_a_steps_operator_calls_do_not_grow_with_the_prompts(monkeypatch):
+    monkeypatch.syspath_prepend(str(SPEED.parent))
+    spec = importlib.util.spec_from_file_location("ops_per_step", SPEED.parent / "ops_per_step.py")
+    ops = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ops)
+    one, many = ops.count(1, warmup=2), ops.count(8, warmup=2)
+    assert one > 100 and many <= 1.1 * one, (one, many)

@@ -112,14 +112,14 @@ def test_model_can_be_chosen_on_the_command_line():
 
 @pytest.mark.parametrize("name", ["ViT-B-61", "toy-subjet"])
 def test_unknown_model_suggests_close_names(name):
-    from clip_inversion.clip import CLIPLoadError, CLIPSpec, load_clip
+    from clip_inversion.core.clip import CLIPLoadError, CLIPSpec, load_clip
 
     with pytest.raises(CLIPLoadError, match="Did you mean"):
         load_clip(CLIPSpec(name))
 
 
 def test_weights_that_cannot_be_downloaded_fail_fast_with_advice(tmp_path, monkeypatch):
-    import clip_inversion.clip as clip
+    import clip_inversion.core.clip as clip
 
     monkeypatch.setattr(clip, "_hub_reachable", lambda timeout=3.0: False)  # as on a machine without internet
     with pytest.raises(clip.CLIPLoadError) as error:
@@ -129,7 +129,7 @@ def test_weights_that_cannot_be_downloaded_fail_fast_with_advice(tmp_path, monke
 
 
 def test_unknown_tag_lists_the_known_ones():
-    from clip_inversion.clip import CLIPLoadError, CLIPSpec, load_clip
+    from clip_inversion.core.clip import CLIPLoadError, CLIPSpec, load_clip
 
     with pytest.raises(CLIPLoadError, match="laion2b"):
         load_clip(CLIPSpec("ViT-B-16", "no-such-tag"))
@@ -147,7 +147,7 @@ def test_a_bad_prompts_file_fails_before_the_model_loads(tmp_path, monkeypatch):
 
 
 def test_hf_hub_model_offline_fails_with_advice(monkeypatch, tmp_path):
-    import clip_inversion.clip as clip
+    import clip_inversion.core.clip as clip
 
     monkeypatch.setattr(clip, "_hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(clip.CLIPLoadError, match="HF_HUB_OFFLINE"):
@@ -176,7 +176,7 @@ def test_bad_input_prints_one_line_and_exits_2(args, message, capsys):
 def test_shipped_sweep_configs_name_real_models_and_tags():
     import open_clip
 
-    from clip_inversion.clip import BUNDLED
+    from clip_inversion.core.clip import BUNDLED
 
     for path in (CONFIGS / "sweeps").glob("*.yaml"):
         for model in yaml.safe_load(path.read_text())["sweep"]["models"]:
@@ -212,7 +212,7 @@ def test_every_augmentation_can_be_switched_on_from_yaml(tmp_path):
 
 
 def test_out_of_memory_names_the_settings_to_lower(tmp_path, monkeypatch, capsys):
-    from clip_inversion.clip import FrozenCLIP
+    from clip_inversion.core.clip import FrozenCLIP
 
     def out_of_memory(self, images):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import clip_inversion.clip
+import clip_inversion.core.clip
 import clip_inversion.module
 import clip_inversion.rundir
 from clip_inversion.cli import main, run
@@ -145,7 +145,7 @@ RECOVERIES = {  # documented behaviours that are not errors, each with its own t
 
 @pytest.mark.parametrize("bad", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_refused_in_one_line_with_exit_2(bad: Case, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(clip_inversion.clip, "_hub_reachable", lambda timeout=3.0: False)  # offline, always
+    monkeypatch.setattr(clip_inversion.core.clip, "_hub_reachable", lambda timeout=3.0: False)  # offline, always
     loaded, load_clip = [], clip_inversion.module.load_clip
     monkeypatch.setattr(clip_inversion.module, "load_clip", lambda spec: loaded.append(spec) or load_clip(spec))
     for name, content in bad.files.items():
@@ -220,30 +220,53 @@ def test_more_ranks_than_prompts_pad_without_writing_twice():
     assert sorted(written) == ["0", "1", "2"]  # padding ranks invert a copy that is never written
 
 
-def test_a_nan_stops_only_its_prompt_and_keeps_its_last_finite_image(tmp_path, monkeypatch):
-    from clip_inversion.module import CLIPInversion
+def nan_for_the_second_prompt_from_step_4(monkeypatch) -> list[torch.Tensor]:
+    """Make prompt 1's loss NaN from the 4th step of the inverter on; returns each step's images."""
+    from clip_inversion.core.inverter import Inverter
 
-    prompts = "--data.prompts=[a red circle, a blue star, a green cross]"
-    clean = run(quickstart(tmp_path / "clean", "--model.steps=6", prompts, "--model.augmentations=[]"))
-    original, images = CLIPInversion.per_prompt_loss, []
+    original, images = Inverter.forward, []
 
-    def nan_for_the_second_prompt_from_step_4(self, seeds=None):
+    def forward(self, step):
         images.append(self.image.pixels.detach().clone())  # the images this step's loss is computed on
-        terms = original(self, seeds)
+        terms = original(self, step)
         if len(images) >= 4:  # a NaN that also poisons the gradient of prompt 1
             terms["loss"] = terms["loss"] * torch.tensor([1.0, float("nan"), 1.0])
         return terms
 
-    monkeypatch.setattr(CLIPInversion, "per_prompt_loss", nan_for_the_second_prompt_from_step_4)
+    monkeypatch.setattr(Inverter, "forward", forward)
+    return images
+
+
+def test_a_nan_stops_only_its_prompt_and_keeps_its_last_finite_image(tmp_path, monkeypatch):
+    prompts = "--data.prompts=[a red circle, a blue star, a green cross]"
+    clean = run(quickstart(tmp_path / "clean", "--model.steps=6", prompts, "--model.augmentations=[]"))
+    images = nan_for_the_second_prompt_from_step_4(monkeypatch)
     cli = run(quickstart(tmp_path / "nan", "--model.steps=6", prompts, "--model.augmentations=[]"))
     lines = records(tmp_path / "nan")
     assert [r["nonfinite_step"] for r in lines] == [None, 4, None]
-    final = cli.model.image.pixels.detach()
+    final = cli.model.inverter.image.pixels.detach()
     assert torch.equal(final[1], images[2][1])  # the image of step 3, the last with a finite loss
     assert torch.isfinite(final).all()
-    others = clean.model.image.pixels.detach()[[0, 2]]
+    others = clean.model.inverter.image.pixels.detach()[[0, 2]]
     torch.testing.assert_close(final[[0, 2]], others)  # the other prompts ran exactly as without the NaN
     assert all(r["cosine"] is not None for r in lines)
+
+
+def test_a_nan_stop_survives_a_resume_from_the_last_checkpoint(tmp_path, monkeypatch):
+    prompts = "--data.prompts=[a red circle, a blue star, a green cross]"
+    args = quickstart(tmp_path, "--model.steps=8", prompts, "--model.augmentations=[]")
+    checkpoint = tmp_path / "every-step.yaml"  # last.ckpt after every step
+    checkpoint.write_text(
+        "trainer:\n  callbacks:\n    - class_path: clip_inversion.callbacks.RunCheckpoint\n"
+        "      init_args: {every_n_train_steps: 1}\n"
+    )
+    images = nan_for_the_second_prompt_from_step_4(monkeypatch)
+    run([*args, "--trainer.enable_checkpointing=true", "--config", str(checkpoint), "--trainer.max_steps=6"])
+    assert not (tmp_path / "manifest.jsonl").exists()
+    monkeypatch.undo()  # the rerun computes finite losses: only the checkpoint knows prompt 1 stopped
+    cli = run([*args, "--trainer.enable_checkpointing=true", "--config", str(checkpoint), "--ckpt_path=last"])
+    assert [r["nonfinite_step"] for r in records(tmp_path)] == [None, 4, None]
+    assert torch.equal(cli.model.inverter.image.pixels.detach()[1], images[2][1])  # still step 3's image
 
 
 def test_a_full_disk_fails_in_one_line_and_the_rerun_completes_the_sweep(tmp_path, monkeypatch, capsys):

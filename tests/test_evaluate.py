@@ -10,9 +10,9 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from clip_inversion.cli import run
-from clip_inversion.metrics import JudgeCosine
 from clip_inversion.rundir import append_records, atomic_save_image
 from clip_inversion.studies.evaluate import FeatureCache, Settings, bootstrap_interval, evaluate, main
+from clip_inversion.studies.metrics import JudgeCosine
 from clip_inversion.toyworld.real import write_real
 
 ROOT = Path(__file__).parents[1]
@@ -229,9 +229,9 @@ def test_bad_inputs_end_in_one_line_and_exit_2(world, tmp_path, capsys):
 def test_the_coco_sample_is_seeded_literal_and_readable_as_real_images(tmp_path, capsys):
     from torchvision.io import write_png
 
+    from clip_inversion.core.targets import parse_target
     from clip_inversion.studies.coco import main as coco
     from clip_inversion.studies.evaluate import read_image_set
-    from clip_inversion.targets import parse_target
 
     (tmp_path / "val2014").mkdir()
     texts = ["A clock that reads 10:30", "a dog | a cat", "two  men\nsurfing", "a red bus", "a bowl of fruit"]

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from clip_inversion.clip import BUNDLED
+from clip_inversion.core.clip import BUNDLED
 from clip_inversion.data import read_prompts
-from clip_inversion.experiment import Experiment, main, run_experiment
+from clip_inversion.studies.experiment import Experiment, main, run_experiment
 
 ROOT = Path(__file__).parents[1]
 BLEND = "a red star | a blue circle:0.5"

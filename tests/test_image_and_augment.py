@@ -1,8 +1,13 @@
 import kornia.augmentation as K
+import pytest
 import torch
 
-from clip_inversion.augment import Augment, RandomColorShift
-from clip_inversion.image import PixelImage
+from clip_inversion.core.augment import Augment, RandomColorShift, RandomResizedCrop, step_keys, uniforms
+from clip_inversion.core.image import PixelImage
+
+
+def keys(*seeds: int, step: int = 0) -> torch.Tensor:
+    return step_keys(torch.tensor(seeds), step)
 
 
 def test_pixel_image_starts_from_each_prompts_own_seed():
@@ -19,7 +24,9 @@ def test_upsample_makes_a_new_parameter_of_the_new_size():
     image.upsample(16)
     assert image.pixels is not old and image.pixels.shape == (2, 3, 16, 16)
     assert isinstance(image.pixels, torch.nn.Parameter) and image.pixels.requires_grad
-    assert image.pixels.min() >= 0 and image.pixels.max() <= 1
+    # plain bicubic, not clamped (the released loop's upsampling; clamping is the inverter's choice)
+    expected = torch.nn.functional.interpolate(old.detach(), size=(16, 16), mode="bicubic")
+    assert torch.equal(image.pixels.detach(), expected)
     # bicubic upsampling keeps the picture: a mean-pool back down is close to the original
     assert torch.allclose(torch.nn.functional.avg_pool2d(image.pixels.detach(), 2), old.detach(), atol=0.2)
 
@@ -33,10 +40,9 @@ def test_project_clamps_to_unit_range():
 
 
 def test_every_copy_draws_its_own_augmentation():
-    torch.manual_seed(0)
     augment = Augment([K.RandomAffine(degrees=30, translate=(0.1, 0.1), scale=(0.7, 1.2), p=1.0)], copies=5)
     images = torch.rand(2, 3, 16, 16)
-    views = augment(images)
+    views = augment(images, keys(1, 2))
     assert views.shape == (10, 3, 16, 16)
     flat = views.flatten(1)
     assert torch.cdist(flat, flat).fill_diagonal_(1).min() > 1e-3  # no two copies alike
@@ -45,7 +51,7 @@ def test_every_copy_draws_its_own_augmentation():
 def test_copies_of_a_prompt_are_grouped_and_gradients_flow():
     augment = Augment([], copies=3)
     images = torch.rand(2, 3, 8, 8, requires_grad=True)
-    views = augment(images)
+    views = augment(images, keys(1, 2))
     assert torch.equal(views[0], images[0]) and torch.equal(views[2], images[0]) and torch.equal(views[3], images[1])
     views.sum().backward()
     assert torch.equal(images.grad, torch.full_like(images, 3.0))
@@ -59,9 +65,8 @@ def test_reference_pipeline_is_the_default():
 
 
 def test_color_shift_changes_colour_per_image():
-    torch.manual_seed(0)
     images = torch.full((4, 3, 8, 8), 0.5)
-    shifted = RandomColorShift(shift=0.2, p=1.0)(images)
+    shifted = RandomColorShift(shift=0.2, p=1.0)(images, uniforms(keys(1, 2, 3, 4), 7))
     means = shifted.mean(dim=(2, 3))
     assert not torch.allclose(means[0], means[1])
     assert torch.equal(RandomColorShift(shift=0.2, p=0.0)(images), images)
@@ -76,12 +81,12 @@ def smooth_images(n: int, size: int) -> torch.Tensor:
 def test_fused_warp_draws_the_same_warps_as_the_pipeline():
     augment = Augment(copies=8)  # the reference affine
     assert augment.fusable
-    images, seeds = torch.rand(3, 3, 32, 32), [4, 5, 6]
+    images, seeds = torch.rand(3, 3, 32, 32), keys(4, 5, 6)
     # at the image's own size: exactly the pipeline's warp (same draws, same kernel), whatever the image
     fused = augment.warp_to(images, (32, 32), seeds)
     assert fused.shape == (24, 3, 32, 32)
     assert torch.allclose(fused, augment(images, seeds), atol=1e-4)
-    assert (augment.warp_to(images, (32, 32), [7, 8, 9]) - fused).abs().mean() > 0.05  # other draws differ
+    assert (augment.warp_to(images, (32, 32), keys(7, 8, 9)) - fused).abs().mean() > 0.05  # other draws differ
     # to a larger model size: warping then resizing, up to the upsampling kernel (bilinear, not bicubic)
     smooth = smooth_images(3, 32)
     resized = torch.nn.functional.interpolate(augment(smooth, seeds), size=(48, 48), mode="bicubic")
@@ -100,5 +105,60 @@ def test_fused_warp_applies_only_to_a_lone_random_affine():
 def test_fused_warp_passes_gradients_to_every_pixel():
     augment = Augment([K.RandomAffine(degrees=30, scale=(0.7, 1.2), p=1.0, padding_mode="border")], copies=4)
     images = torch.rand(2, 3, 16, 16, requires_grad=True)
-    augment.warp_to(images, (24, 24)).sum().backward()
+    augment.warp_to(images, (24, 24), keys(1, 2)).sum().backward()
     assert images.grad.shape == images.shape and images.grad.abs().sum() > 0
+
+
+def test_counter_based_uniforms_are_uniform_and_a_function_of_key_and_index_only():
+    u = uniforms(keys(*range(100)), 1000)
+    assert u.shape == (100, 1000) and u.min() >= 0 and u.max() < 1
+    assert abs(u.mean().item() - 0.5) < 0.01 and abs(u.var().item() - 1 / 12) < 0.002
+    assert torch.equal(uniforms(keys(42), 10), u[42:43, :10])  # a key's numbers whatever its batch
+    assert not torch.equal(uniforms(keys(42), 10, stream=1), u[42:43, :10])  # each transform its own stream
+    assert not torch.equal(uniforms(keys(42, step=1), 10), u[42:43, :10])  # and each step
+    # neighbouring copies and steps are not correlated
+    assert abs(torch.corrcoef(torch.stack([u[:, 0], u[:, 1]]))[0, 1]) < 0.25
+
+
+def test_every_vectorised_transform_draws_per_prompt_whatever_the_batch(vectorised_augmentations):
+    augment = Augment(vectorised_augmentations, copies=4)
+    assert augment.vectorised
+    images = torch.rand(3, 3, 16, 16)
+    together = augment(images, keys(7, 8, 9, step=3))
+    alone = augment(images[1:2], keys(8, step=3))
+    assert torch.equal(together[4:8], alone)
+    again = augment(images, keys(7, 8, 9, step=4))
+    assert (again - together).abs().mean() > 0.01  # another step, other draws
+
+
+def test_vectorised_affine_is_kornias_random_affine_on_the_same_parameters():
+    augment = Augment(copies=16)  # the reference affine, p = 0.5
+    images = torch.rand(2, 3, 24, 24)
+    k = keys(3, 4, step=5)
+    params = augment.affine_params(k, (24, 24))
+    assert 0 < params["batch_prob"].float().mean() < 1  # some copies warped, some not
+    assert params["angle"].abs().max() <= 30 and params["scale"].min() >= 0.7 and params["scale"].max() <= 1.2
+    kornia_views = augment.transforms[0](images.repeat_interleave(16, dim=0), params=params)
+    torch.testing.assert_close(augment(images, k), kornia_views, atol=1e-6, rtol=0)
+
+
+def test_resized_crop_keeps_each_images_size_and_crops():
+    crop = RandomResizedCrop(scale=(0.25, 0.25), ratio=(1.0, 1.0))
+    ramp = torch.linspace(0, 1, 32).expand(1, 3, 32, 32)
+    for size in (16, 32):
+        image = torch.nn.functional.interpolate(ramp, size=(size, size), mode="bilinear")
+        out = crop(image, torch.tensor([[0.0, 0.5, 0.5, 0.0, 0.5]]))  # applied, a quarter of the area, left
+        assert out.shape == image.shape
+        assert out.max() < 0.55  # the left half of a left-to-right ramp, stretched to the full width
+    with pytest.raises(ValueError, match="scale"):
+        RandomResizedCrop(scale=(0.0, 1.5))
+
+
+def test_a_transform_drawn_by_kornia_falls_back_to_a_loop_with_a_warning():
+    with pytest.warns(UserWarning, match="ColorJitter cannot be drawn per prompt"):
+        augment = Augment([K.ColorJitter(0.2, 0.2, 0.2, 0.05, p=1.0)], copies=2)
+    assert not augment.vectorised
+    images = torch.rand(2, 3, 8, 8)
+    together = augment(images, keys(1, 2))
+    assert torch.equal(together[2:4], augment(images[1:2], keys(2)))  # still each prompt's own draws
+    assert not torch.equal(together[0], images[0])

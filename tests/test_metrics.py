@@ -6,14 +6,14 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from clip_inversion.cli import run
-from clip_inversion.metrics import (
+from clip_inversion.rundir import append_records, atomic_save_image
+from clip_inversion.studies.metrics import (
     JudgeCosine,
     ZeroShotAccuracy,
     component_scores,
     mean_subject_cosine,
     score_run,
 )
-from clip_inversion.rundir import append_records, atomic_save_image
 from clip_inversion.toyworld.evaluate import judge_run, world_levels
 from clip_inversion.toyworld.world import ShapeWorld
 
@@ -91,7 +91,7 @@ def test_judge_scores_are_logged_to_tensorboard_during_a_run(tmp_path):
     config = tmp_path / "judge.yaml"
     config.write_text(
         "trainer:\n  callbacks:\n"
-        "    - class_path: clip_inversion.callbacks.JudgeScores\n      init_args: {every_n_steps: 2}\n"
+        "    - class_path: clip_inversion.studies.judge.JudgeScores\n      init_args: {every_n_steps: 2}\n"
     )
     run(
         [

@@ -5,11 +5,11 @@ import torch
 from lightning import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from clip_inversion.augment import Augment
 from clip_inversion.callbacks import InversionWriter, ResolutionSchedule
+from clip_inversion.core.augment import Augment
+from clip_inversion.core.image import PixelImage
 from clip_inversion.data import PromptDataModule
 from clip_inversion.module import CLIPInversion
-from clip_inversion.objective import embedding_distance, total_variation
 
 PROMPTS = ["a red circle", "a blue star", "a green square"]
 
@@ -35,48 +35,76 @@ class Spy(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.optimizers.append(trainer.optimizers[0])
-        self.images.append(pl_module.image.pixels)
+        self.images.append(pl_module.inverter.image.pixels)
 
 
 def test_only_the_image_trains_and_clip_gets_no_gradient(tmp_path):
     module = CLIPInversion(steps=3, init_size=16, copies=2)
     module.configure_model()
-    before = {k: v.clone() for k, v in module.clip.state_dict().items()}
+    clip = module.inverter.members[0].clip
+    before = {k: v.clone() for k, v in clip.state_dict().items()}
     spy = Spy()
     make_trainer(tmp_path, [spy]).fit(module, PromptDataModule(PROMPTS, batch_size=3, steps=3))
     # weights and buffers (batch-norm statistics included) are untouched
-    assert all(torch.equal(before[k], v) for k, v in module.clip.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in clip.state_dict().items())
     trainable = [p for p in module.parameters() if p.requires_grad]
-    assert len(trainable) == 1 and trainable[0] is module.image.pixels
+    assert len(trainable) == 1 and trainable[0] is module.inverter.image.pixels
     groups = spy.optimizers[-1].param_groups
-    assert [p for g in groups for p in g["params"]] == [module.image.pixels]
-    assert all(p.grad is None and not p.requires_grad for p in module.clip.parameters())
-    assert not module.clip.training  # the trainer put the module in train mode; the CLIP stayed in eval
+    assert [p for g in groups for p in g["params"]] == [module.inverter.image.pixels]
+    assert all(p.grad is None and not p.requires_grad for p in clip.parameters())
+    assert not clip.training  # the trainer put the module in train mode; the CLIP stayed in eval
 
 
 def test_loss_is_the_objective_computed_by_hand():
     module = CLIPInversion(init_size=16, copies=3, augmentations=[], tv=0.01, l1=0.001)
     module.configure_model()
-    module.image = type(module.image)([5, 6], 16)
-    module.targets = module.clip.encode_text(PROMPTS[:2])
-    images = module.image().detach()
-    emb = module.clip.encode_image(images).repeat_interleave(3, 0).view(2, 3, -1)  # no augmentation: equal copies
-    cos = (emb[:, 0] * module.targets).sum(1)
-    distance = (2 - 2 * cos).sqrt()
-    assert torch.allclose(embedding_distance(emb, module.targets), distance, atol=1e-5)
-    expected = distance + 0.01 * total_variation(images) + 0.001 * images.abs().flatten(1).sum(1)
-    assert torch.allclose(module.per_prompt_loss()["loss"], expected, atol=1e-5)
+    inverter, clip = module.inverter, module.inverter.members[0].clip
+    inverter.start(PixelImage([5, 6], 16), PROMPTS[:2])
+    x = inverter.image().detach()
+    with torch.no_grad():
+        resized = torch.nn.functional.interpolate(x, size=clip.image_size, mode="bicubic")
+        u = clip.model.encode_image((resized - clip.mean) / clip.std)  # no augmentation: three equal copies
+        v = clip.model.encode_text(clip.tokenizer(PROMPTS[:2]))
+    cos = torch.nn.functional.cosine_similarity(u, v)
+    distance = (2 - 2 * cos).sqrt()  # ||u - v|| of unit vectors
+    # the released TV by hand: per channel, the L2 norm of each of the four difference images, then the mean
+    tv = torch.zeros(2)
+    for d in (x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]):
+        tv += d.pow(2).sum(dim=(2, 3)).sqrt().mean(dim=1)
+    for d in (x[..., 1:, 1:] - x[..., :-1, :-1], x[..., 1:, :-1] - x[..., :-1, 1:]):
+        tv += d.pow(2).sum(dim=(2, 3)).sqrt().mean(dim=1)
+    expected = distance + 0.01 * tv + 0.001 * x.abs().sum(dim=(1, 2, 3))
+    torch.testing.assert_close(inverter(0)["loss"].detach(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_the_objective_stays_fp32_inside_a_bf16_mixed_step(tmp_path, monkeypatch):
+    from clip_inversion.core.inverter import Inverter
+
+    seen = []
+    forward = Inverter.forward
+
+    def spy(self, step):
+        assert torch.is_autocast_enabled("cpu")  # inside Lightning's bf16 autocast
+        terms = forward(self, step)
+        seen.append({k: v.dtype for k, v in terms.items()})
+        return terms
+
+    monkeypatch.setattr(Inverter, "forward", spy)
+    module = CLIPInversion(steps=2, init_size=16, copies=2, l1=0.001)
+    make_trainer(tmp_path, precision="bf16-mixed").fit(module, PromptDataModule(PROMPTS[:2], batch_size=2, steps=2))
+    assert seen and all(dtypes == dict.fromkeys(dtypes, torch.float32) for dtypes in seen)
+    assert set(seen[0]) == {"distance", "tv", "l1", "loss"}
 
 
 def test_gradient_reaches_every_pixel_and_prompts_are_independent():
     module = CLIPInversion(init_size=16, copies=2, augmentations=[], tv=0.0)
     module.configure_model()
+    inverter = module.inverter
 
     def grad_for(prompts, seeds):
-        module.image = type(module.image)(seeds, 16)
-        module.targets = module.clip.encode_text(prompts)
-        module.per_prompt_loss()["loss"].sum().backward()
-        return module.image.pixels.grad
+        inverter.start(PixelImage(seeds, 16), prompts)
+        inverter(0)["loss"].sum().backward()
+        return inverter.image.pixels.grad
 
     together = grad_for(PROMPTS, [1, 2, 3])
     assert (together != 0).float().mean() == 1.0
@@ -85,9 +113,8 @@ def test_gradient_reaches_every_pixel_and_prompts_are_independent():
 
 
 def test_copies_differ_inside_a_step():
-    module = CLIPInversion(init_size=16, copies=4)  # the reference affine, p = 0.5
-    torch.manual_seed(0)
-    views = module.augment(torch.rand(1, 3, 16, 16))
+    module = CLIPInversion(init_size=16, copies=8)  # the reference affine, p = 0.5
+    views = module.augment(torch.rand(1, 3, 16, 16), torch.tensor([7]))
     assert len({tuple(v.flatten()[:50].tolist()) for v in views}) > 1
 
 
@@ -110,8 +137,8 @@ def test_resume_from_a_checkpoint_taken_after_an_upsample(tmp_path):
     first.fit(CLIPInversion(steps=6, init_size=16, copies=2), data())
     (path,) = (tmp_path / "ckpt").glob("*.ckpt")
     saved = torch.load(path, weights_only=True)
-    assert saved["state_dict"]["image.pixels"].shape == (2, 3, 32, 32)
-    assert not any(k.startswith("clip.") for k in saved["state_dict"])  # the frozen CLIP is not stored
+    assert saved["state_dict"]["inverter.image.pixels"].shape == (2, 3, 32, 32)
+    assert not any(".clip." in k for k in saved["state_dict"])  # the frozen CLIP is not stored
 
     module = CLIPInversion(steps=6, init_size=16, copies=2)
     spy = Spy()

@@ -3,7 +3,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from clip_inversion.probes import AttributeSet, classify, compare, newcombe_interval, proportions, wilson_interval
+from clip_inversion.studies.probes import (
+    AttributeSet,
+    classify,
+    compare,
+    newcombe_interval,
+    proportions,
+    wilson_interval,
+)
 from clip_inversion.toyworld.world import ShapeWorld
 
 ATTRIBUTES = Path(__file__).parents[1] / "configs" / "attributes"

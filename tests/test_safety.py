@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clip_inversion.clip import CLIPLoadError, CLIPSpec, load_clip
+from clip_inversion.core.clip import CLIPLoadError, CLIPSpec, load_clip
 from clip_inversion.data import SAFE_ID
 from clip_inversion.rundir import image_stem
 

@@ -11,10 +11,12 @@ from safetensors.torch import save_file
 from torchvision.utils import save_image
 
 from clip_inversion.cli import run
-from clip_inversion.clip import CLIPSpec
+from clip_inversion.core.augment import Augment
+from clip_inversion.core.clip import CLIPSpec, load_clip
+from clip_inversion.core.image import PixelImage
+from clip_inversion.core.inverter import Inverter, Member
+from clip_inversion.core.targets import Term, encode_targets, load_embedding, load_image, parse_target
 from clip_inversion.errors import UsageError
-from clip_inversion.module import CLIPInversion
-from clip_inversion.targets import Term, encode_targets, load_embedding, load_image, parse_target
 from clip_inversion.toyworld.world import ShapeWorld
 
 
@@ -77,29 +79,24 @@ def test_image_and_saved_embedding_terms(tmp_path, subject):
         encode_targets(subject, [str(tmp_path / "many.pt")])
 
 
-def invert(specs: list[str], steps: int = 30, copies: int = 2, size: int = 32) -> CLIPInversion:
-    """A plain optimisation loop over the module's objective (no Trainer): fast and deterministic."""
-    module = CLIPInversion(CLIPSpec("toy-subject"), init_size=size, copies=copies, tv=0.05)
-    module.configure_model()
-    seeds = list(range(len(specs)))
-    module.image = type(module.image)(seeds, size)
-    module.targets = encode_targets(module.clip, specs)
-    optimizer = torch.optim.Adam(module.image.parameters(), lr=0.1)
+def invert(specs: list[str], steps: int = 30, copies: int = 2, size: int = 32) -> Inverter:
+    """The core's plain optimisation loop (no Trainer): fast and deterministic."""
+    inverter = Inverter([Member(load_clip(CLIPSpec("toy-subject")))], Augment(None, copies), tv=0.087)
+    inverter.start(PixelImage(list(range(len(specs))), size), specs)
+    optimizer = torch.optim.Adam(inverter.image.parameters(), lr=0.1)
     for step in range(steps):
-        optimizer.zero_grad()
-        module.per_prompt_loss([s * 1000 + step for s in seeds])["loss"].sum().backward()
-        optimizer.step()
-        module.image.project_()
-    return module
+        inverter.step(optimizer, step)
+    return inverter
 
 
 def test_a_negative_term_lowers_the_final_cosine_to_its_prompt():
     plain = invert(["a red circle", "a blue star"])
     pushed = invert(["a red circle | a red square:-0.6", "a blue star | a blue cross:-0.6"])
-    negatives = plain.clip.encode_text(["a red square", "a blue cross"])
+    clip = plain.members[0].clip
+    negatives = clip.encode_text(["a red square", "a blue cross"])
     with torch.no_grad():
-        cos_plain = (plain.clip.encode_image(plain.image()) * negatives).sum(1)
-        cos_pushed = (pushed.clip.encode_image(pushed.image()) * negatives).sum(1)
+        cos_plain = (clip.encode_image(plain.image()) * negatives).sum(1)
+        cos_pushed = (clip.encode_image(pushed.image()) * negatives).sum(1)
     assert (cos_pushed < cos_plain - 0.05).all(), (cos_plain, cos_pushed)
 
 
@@ -124,7 +121,7 @@ def test_targets_from_a_jsonl_file_with_a_pyramid_and_an_ensemble_from_yaml(tmp_
     rows = [{"id": "mix", "prompt": "a red circle:1 | a star:0.5 | blue:-0.3"}, {"prompt": f"{tmp_path / 'scene.png'}"}]
     (tmp_path / "targets.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "extra.yaml").write_text(
-        "model:\n  image:\n    class_path: clip_inversion.image.PyramidImage\n    init_args: {std: 0.05}\n"
+        "model:\n  image:\n    class_path: clip_inversion.core.image.PyramidImage\n    init_args: {std: 0.05}\n"
         "  ensemble: [{model_name: toy-judge}]\n  ensemble_weights: [2, 1]\n"
     )
     cli = run(
@@ -135,7 +132,7 @@ def test_targets_from_a_jsonl_file_with_a_pyramid_and_an_ensemble_from_yaml(tmp_
             *("--trainer.logger=false", "--trainer.callbacks=[]"),
         ]
     )
-    assert type(cli.model.image).__name__ == "PyramidImage" and len(cli.model.ensemble_clips) == 1
+    assert type(cli.model.inverter.image).__name__ == "PyramidImage" and len(cli.model.inverter.members) == 2
     records = [json.loads(line) for line in (tmp_path / "run" / "manifest.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in records] == [r["prompt"] for r in rows] and records[0]["id"] == "mix"
 

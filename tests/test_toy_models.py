@@ -7,7 +7,7 @@ import open_clip
 import pytest
 import torch
 
-from clip_inversion.clip import BUNDLED, CLIPSpec, load_clip
+from clip_inversion.core.clip import BUNDLED, CLIPSpec, load_clip
 from clip_inversion.toyworld import MODEL_CONFIGS
 from clip_inversion.toyworld.evaluate import zero_shot_accuracy
 from clip_inversion.toyworld.world import ShapeWorld
@@ -52,7 +52,8 @@ def test_shipped_model_is_small_fp16_local_dir(name):
     from safetensors import safe_open
 
     with safe_open(files["open_clip_model.safetensors"], "pt") as f:
-        assert {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118 (safe_open is no dict) == {torch.float16}
+        dtypes = {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+    assert dtypes == {torch.float16}
 
 
 def test_subject_and_judge_differ_in_architecture():

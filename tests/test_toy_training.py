@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from clip_inversion.clip import CLIPSpec, load_clip
+from clip_inversion.core.clip import CLIPSpec, load_clip
 from clip_inversion.toyworld.train import ShapeWorldBatches, main, multi_positive_clip_loss
 from clip_inversion.toyworld.world import ShapeWorld
 

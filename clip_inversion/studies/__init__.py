@@ -1,1 +1,1 @@
-"""Studies of inverted images: independent scores, evaluations against real images, probes and experiments."""
+"""Studies of inverted images: independent judges, evaluations against real images, attribute probes, experiments."""

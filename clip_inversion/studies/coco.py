@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
+from clip_inversion.core.targets import parse_target
 from clip_inversion.errors import UsageError, first_line
 from clip_inversion.rundir import MANIFEST
-from clip_inversion.targets import parse_target
 
 
 def literal(caption: str) -> str:

@@ -48,13 +48,13 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.functional import center_crop
 from tqdm.auto import tqdm
 
-from clip_inversion.clip import CLIPSpec, FrozenCLIP
+from clip_inversion.core.clip import CLIPSpec, FrozenCLIP
 from clip_inversion.data import read_prompts
 from clip_inversion.errors import UsageError, describe_load_error, first_line
-from clip_inversion.experiment import markdown_table
-from clip_inversion.metrics import JudgeCosine, ZeroShotAccuracy, as_judge, mean_subject_cosine
-from clip_inversion.probes import wilson_interval
 from clip_inversion.rundir import MANIFEST, read_records, safe_name
+from clip_inversion.studies.experiment import markdown_table
+from clip_inversion.studies.metrics import JudgeCosine, ZeroShotAccuracy, as_judge, mean_subject_cosine
+from clip_inversion.studies.probes import wilson_interval
 
 # torch-fidelity's InceptionV3 weights, the file its downloader caches under torch.hub.get_dir()/checkpoints.
 INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from clip_inversion.api import read_manifest
-from clip_inversion.clip import CLIPSpec, FrozenCLIP, load_clip
-from clip_inversion.metrics import JudgeCosine, ZeroShotAccuracy, mean_subject_cosine
+from clip_inversion.core.clip import CLIPSpec, FrozenCLIP, load_clip
+from clip_inversion.rundir import read_manifest
+from clip_inversion.studies.metrics import JudgeCosine, ZeroShotAccuracy, mean_subject_cosine
 from clip_inversion.toyworld.world import HELD_OUT_TEMPLATE, ShapeWorld
 
 

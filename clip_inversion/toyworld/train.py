@@ -18,7 +18,6 @@ from safetensors.torch import save_file
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from clip_inversion.toyworld import register_model_configs
 from clip_inversion.toyworld.evaluate import world_accuracy
 from clip_inversion.toyworld.world import HELD_OUT_TEMPLATE, ShapeWorld
 
@@ -128,7 +127,6 @@ class ToyCLIPTraining(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        register_model_configs()
         self.model = open_clip.create_model(model_name)
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.register_buffer("mean", torch.full((3,), 0.5))

@@ -8,7 +8,7 @@ summing) and report per prompt and aggregated:
 - :class:`ZeroShotAccuracy`: whether the judge classifies each image as its own prompt among all of them,
   optionally also at a coarser level (the colour of "a red star" among all colour-shape captions).
 
-``python -m clip_inversion.metrics RUN_DIR`` scores a finished run directory (see :func:`score_run`).
+``python -m clip_inversion.studies.metrics RUN_DIR`` scores a finished run directory (see :func:`score_run`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from clip_inversion.clip import CLIPSpec, FrozenCLIP, load_clip
+from clip_inversion.core.clip import CLIPSpec, FrozenCLIP, load_clip
+from clip_inversion.core.targets import Term, encode_target, encode_targets, parse_target
 from clip_inversion.data import read_prompts
-from clip_inversion.targets import Term, encode_target, encode_targets, parse_target
 
 
 def as_judge(judge: FrozenCLIP | CLIPSpec | str | None) -> FrozenCLIP:
@@ -237,7 +237,7 @@ def score_run(
 ) -> dict[str, object]:
     """:func:`score_images` for every image of a finished run's ``manifest.jsonl``, plus ``subject_cosine``
     (the mean cosine under the inverted model, as recorded) and ``images``."""
-    from clip_inversion.api import read_manifest
+    from clip_inversion.rundir import read_manifest
 
     inversions = read_manifest(run_dir)
     if not inversions:
@@ -250,7 +250,8 @@ def score_run(
 
 
 def main(args: list[str] | None = None) -> None:
-    """``python -m clip_inversion.metrics RUN_DIR [--judge NAME] [--candidates FILE]``: print the scores as JSON."""
+    """``python -m clip_inversion.studies.metrics RUN_DIR [--judge NAME] [--candidates FILE]``: print the scores
+    as JSON."""
     parser = argparse.ArgumentParser(description="Score a finished inversion run with a judge CLIP.")
     parser.add_argument("run_dir", help="directory holding manifest.jsonl")
     parser.add_argument("--judge", default="toy-judge", help="judge model name (default: the bundled toy-judge)")

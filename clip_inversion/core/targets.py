@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image
 
-from clip_inversion.clip import FrozenCLIP
+from clip_inversion.core.clip import FrozenCLIP
 from clip_inversion.errors import UsageError, describe_load_error
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"})

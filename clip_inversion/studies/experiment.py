@@ -35,16 +35,15 @@ from pathlib import Path
 import torch
 import yaml
 
-from clip_inversion.api import read_manifest
-from clip_inversion.cli import main as fit
-from clip_inversion.clip import CLIPSpec
+from clip_inversion.cli import exit_on_error, run
+from clip_inversion.core.clip import CLIPSpec
+from clip_inversion.core.targets import parse_target
 from clip_inversion.data import read_prompts
-from clip_inversion.metrics import as_judge, component_scores, mean_subject_cosine, score_images
-from clip_inversion.probes import AttributeSet, compare, probe, wilson_interval
-from clip_inversion.report import grid_sheet
-from clip_inversion.rundir import safe_name
+from clip_inversion.rundir import read_manifest, safe_name
+from clip_inversion.studies.metrics import as_judge, component_scores, mean_subject_cosine, score_images
+from clip_inversion.studies.probes import AttributeSet, compare, probe, wilson_interval
+from clip_inversion.studies.report import grid_sheet
 from clip_inversion.sweep import model_args, model_dir
-from clip_inversion.targets import parse_target
 
 
 @dataclass
@@ -103,7 +102,7 @@ def invert_all(experiment: Experiment) -> dict[str, Path]:
     run_dirs = {}
     for model in experiment.models:
         run_dirs[model] = model_dir(experiment.root, model)
-        fit(
+        run(
             [
                 "fit",
                 *configs,
@@ -286,9 +285,10 @@ def main(args: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, help="seeds per prompt (overrides the file's seeds)")
     parser.add_argument("args", nargs="*", help="more clip-inversion fit options, after --")
     ns = parser.parse_args(args)
-    experiment = Experiment.from_yaml(ns.config, root=ns.root, seeds=ns.seeds)
-    experiment.args = [*experiment.args, *ns.args]
-    print(run_experiment(experiment) / "summary.md")
+    with exit_on_error("clip-inversion-experiment"):
+        experiment = Experiment.from_yaml(ns.config, root=ns.root, seeds=ns.seeds)
+        experiment.args = [*experiment.args, *ns.args]
+        print(run_experiment(experiment) / "summary.md")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """Load any open_clip model, frozen, with its own preprocessing, and encode prompts and [0, 1] images.
 
-A model is named the way open_clip names it, plus the bundled toy models:
+A model is named the way open_clip names it, plus bundled models:
 
-- ``toy-subject`` / ``toy-judge``: the small models shipped in this package (see docs/toy-models.md);
-- an open_clip architecture and a pretrained tag: ``ViT-B-16`` + ``openai``;
+- a bundled name, registered with :func:`register_bundled` (the toy world registers the small models that ship
+  with this package: ``toy-subject``, ``toy-judge``, ...; see docs/toy-models.md);
+- an open_clip architecture and a pretrained tag: ``ViT-B-16`` + ``openai``. Where the tag's pretrained config
+  says ``quick_gelu`` (OpenAI's weights), the model is built with QuickGELU, as those weights were trained;
 - an open_clip architecture and a checkpoint file: ``ViT-B-16`` + ``/path/weights.safetensors`` (or ``.pt``,
-  loaded with ``weights_only=True``);
+  loaded with ``weights_only=True``); OpenAI's weights from a file need ``force_quick_gelu=True``;
 - ``local-dir:PATH`` (``open_clip_config.json`` + weights) or ``hf-hub:ORG/REPO``.
 """
 
@@ -27,22 +29,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clip_inversion.errors import UsageError, describe_load_error
-from clip_inversion.toyworld import MODELS, register_model_configs
 
-BUNDLED: dict[str, Path] = {
-    name: MODELS / name
-    for name in (
-        "toy-subject",
-        "toy-subject-b",
-        "toy-subject-efficientnet",
-        "toy-judge",
-        "toy-biased-subject",
-        "toy-strict-biased-subject",
-        "toy-control-subject",
-    )
-}
+BUNDLED: dict[str, Path] = {}  # bundled name -> its local-dir folder, filled by register_bundled
 
 log = logging.getLogger(__name__)
+
+
+def register_bundled(name: str, folder: Path) -> None:
+    """Make ``name`` load the model in ``folder`` (``open_clip_config.json`` and weights, as ``local-dir:``)."""
+    BUNDLED[name] = Path(folder)
 
 
 class CLIPLoadError(UsageError):
@@ -61,7 +56,8 @@ class CLIPSpec:
         image_mean: overrides the model's normalisation mean (needed for checkpoint files not trained with
             OpenAI's statistics).
         image_std: overrides the model's normalisation std.
-        force_quick_gelu: use QuickGELU, as OpenAI's weights loaded from a file need.
+        force_quick_gelu: use QuickGELU, as OpenAI's weights loaded from a file need (a pretrained tag whose
+            config asks for it gets it without this).
     """
 
     model_name: str = "toy-subject"
@@ -146,7 +142,6 @@ def load_clip(spec: CLIPSpec) -> FrozenCLIP:
         CLIPLoadError: unknown name or tag, missing file, or weights that cannot be downloaded; the
             message says what to do.
     """
-    register_model_configs()
     name, pretrained = spec.model_name, spec.pretrained
     if name in BUNDLED:
         name, pretrained = f"local-dir:{BUNDLED[name]}", None
@@ -166,6 +161,8 @@ def load_clip(spec: CLIPSpec) -> FrozenCLIP:
             log.warning("no pretrained weights for %s: the model is random (fine for timing, useless to invert)", name)
             model = _create(name, None, kwargs)
         elif pretrained in open_clip.list_pretrained_tags_by_model(name):
+            if open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu"):
+                kwargs["force_quick_gelu"] = True  # open_clip 3 only warns; these weights were trained with it
             model = _create_from_hub(name, pretrained, kwargs, what=f"{name} + {pretrained}")
         elif Path(pretrained).is_file():
             model = _create(name, pretrained, kwargs)
@@ -184,9 +181,7 @@ def load_clip(spec: CLIPSpec) -> FrozenCLIP:
 
 def _create(name: str, pretrained: str | None, kwargs: dict) -> nn.Module:
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*QuickGELU.*")
-            return open_clip.create_model(name, pretrained=pretrained, weights_only=True, **kwargs)
+        return open_clip.create_model(name, pretrained=pretrained, weights_only=True, **kwargs)
     except Exception as e:  # deserialisers of damaged files raise almost any type: all mean "cannot load"
         what = f"{name} + {pretrained}" if pretrained else name
         raise CLIPLoadError(f"could not load {what}: {describe_load_error(e)}") from e

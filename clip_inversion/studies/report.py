@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from clip_inversion.api import read_manifest
+from clip_inversion.rundir import read_manifest
 
 
 def contact_sheet(run_dir: str | Path, out: str | Path, cell: int = 96, label_width: int = 150) -> Path:

@@ -25,8 +25,8 @@ import torch
 import yaml
 from torch import Tensor
 
-from clip_inversion.clip import CLIPSpec, FrozenCLIP
-from clip_inversion.metrics import as_judge
+from clip_inversion.core.clip import CLIPSpec, FrozenCLIP
+from clip_inversion.studies.metrics import as_judge
 
 
 @dataclass
@@ -179,7 +179,7 @@ def probe_run(
     run_dir: str | Path, attributes: AttributeSet, judge: FrozenCLIP | CLIPSpec | str | None = None, label: str = ""
 ) -> list[dict[str, object]]:
     """:func:`probe` every image of a finished run's ``manifest.jsonl``."""
-    from clip_inversion.api import read_manifest
+    from clip_inversion.rundir import read_manifest
 
     inversions = read_manifest(run_dir)
     if not inversions:

@@ -11,7 +11,7 @@ Choose one from YAML::
 
     model:
       image:
-        class_path: clip_inversion.image.FourierImage
+        class_path: clip_inversion.core.image.FourierImage
         init_args: {decay: 1.0}
 """
 
@@ -52,15 +52,23 @@ class ImageParam(nn.Module):
         raise NotImplementedError
 
     def upsample(self, size: int) -> None:
-        """Grow to ``size`` keeping the picture (bicubic), as new parameters: rebuild the optimizer after."""
+        """Grow to ``size`` keeping the picture (bicubic), as new parameters: rebuild the optimizer after.
+
+        Bicubic overshoot is clamped to [0, 1] here, where ``set_`` needs it (squashed parameterisations).
+        """
         self.set_(F.interpolate(self().detach(), size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1))
 
     def set_(self, images: Tensor) -> None:  # pragma: no cover - abstract
         """New parameters such that ``forward()`` gives ``images`` ``(P, 3, S, S)`` in [0, 1], at size ``S``."""
         raise NotImplementedError
 
+    def set_picture_(self, picture: Tensor) -> None:
+        """Start every image from ``picture`` ``(3, H, W)`` in [0, 1], resized (bicubic) to this size."""
+        start = F.interpolate(picture[None], size=(self.size, self.size), mode="bicubic", antialias=True)
+        self.set_(start.clamp(0, 1).expand(len(self.seeds), -1, -1, -1).to(self._device()))
+
     def project_(self) -> None:
-        """Called after every optimizer step; nothing to do when ``forward()`` squashes to [0, 1]."""
+        """Clamps to [0, 1] where ``forward()`` can leave it; nothing to do when it squashes to [0, 1]."""
 
     def resize_for(self, shapes: Mapping[str, torch.Size]) -> None:
         """Take empty parameters of a checkpoint's ``shapes`` (keys relative to this module)."""
@@ -80,7 +88,8 @@ class ImageParam(nn.Module):
 class PixelImage(ImageParam):
     """Raw pixels, the reference parameterisation: one ``3 x size x size`` image a prompt.
 
-    Each image starts uniform-random from its own seed and is clamped to [0, 1] after every step.
+    Each image starts uniform-random in [0, 1) from its own seed. ``project_`` clamps to [0, 1]; when it runs
+    (before or after the optimizer's step) is the inverter's choice, so pixels may briefly leave [0, 1].
     """
 
     def __init__(self, seeds: list[int], size: int) -> None:
@@ -96,13 +105,17 @@ class PixelImage(ImageParam):
         """Returns the ``(P, 3, H, W)`` images in [0, 1]."""
         return self.pixels
 
+    def upsample(self, size: int) -> None:
+        """Grow to ``size`` (bicubic, not clamped, as the released loop does), as a new parameter."""
+        self.set_(F.interpolate(self.pixels.detach(), size=(size, size), mode="bicubic", align_corners=False))
+
     @torch.no_grad()
     def set_(self, images: Tensor) -> None:
-        self.pixels = nn.Parameter(images.detach().clone().clamp_(0, 1))
+        self.pixels = nn.Parameter(images.detach().clone())
 
     @torch.no_grad()
     def project_(self) -> None:
-        """Clamp to [0, 1], as the reference does after every optimizer step."""
+        """Clamp to [0, 1]."""
         self.pixels.clamp_(0, 1)
 
 

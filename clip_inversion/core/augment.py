@@ -1,0 +1,321 @@
+"""The augmentation pipeline: ``copies`` randomly transformed views of every image, each prompt's draws its own.
+
+The transforms are Kornia augmentations (or modules of this file), named from YAML by class path::
+
+    augmentations:
+      - class_path: kornia.augmentation.RandomAffine
+        init_args: {degrees: 30, translate: [0.1, 0.1], scale: [0.7, 1.2], p: 0.5, padding_mode: border}
+      - class_path: clip_inversion.core.augment.RandomColorShift
+        init_args: {shift: 0.1, p: 0.5}
+
+Randomness is counter-based: every number a step draws is a hash (SplitMix64) of the prompt's step key, the
+copy and the number's index, computed with integer tensor ops on the images' device. A prompt therefore draws
+the same augmentations in any batch and on any rank, every prompt's parameters come from one vectorised call
+(no loop over prompts, no host synchronisation), and the step can be captured as one graph. Kornia's
+``RandomAffine``, ``RandomHorizontalFlip`` and ``RandomGaussianNoise`` and this file's modules are drawn this
+way; any other module falls back to a loop over prompts with Kornia's own sampling (warned about once).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+
+import kornia.augmentation as K
+import torch
+import torch.nn.functional as F
+from kornia.geometry.conversions import normalize_homography
+from kornia.geometry.transform import warp_affine
+from torch import Tensor, nn
+
+from clip_inversion.errors import UsageError
+
+# SplitMix64's constants as signed int64 (torch has no uint64 arithmetic; products wrap modulo 2^64).
+_GAMMA = 0x9E3779B97F4A7C15 - 2**64
+_MUL1 = 0xBF58476D1CE4E5B9 - 2**64
+_MUL2 = 0x94D049BB133111EB - 2**64
+
+
+def _shr(x: Tensor, bits: int) -> Tensor:
+    """Logical right shift of int64 (``>>`` is arithmetic: mask the sign bits away)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _mix(x: Tensor) -> Tensor:
+    """SplitMix64's finaliser: int64 -> well-mixed int64, elementwise."""
+    x = (x ^ _shr(x, 30)) * _MUL1
+    x = (x ^ _shr(x, 27)) * _MUL2
+    return x ^ _shr(x, 31)
+
+
+def _stream(keys: Tensor, n: int, offset: int = 0) -> Tensor:
+    """``(...)`` int64 keys -> ``(..., n)`` int64: numbers ``offset .. offset + n - 1`` of each key's stream."""
+    counter = torch.arange(offset + 1, offset + n + 1, device=keys.device, dtype=torch.int64)
+    return _mix(keys.unsqueeze(-1) + counter * _GAMMA)
+
+
+def step_keys(seeds: Tensor, step: Tensor | int) -> Tensor:
+    """One key a prompt and step: ``(P,)`` int64 prompt seeds and a step number -> ``(P,)`` int64."""
+    return _mix(seeds * _GAMMA + step)
+
+
+def uniforms(keys: Tensor, n: int, stream: int = 0) -> Tensor:
+    """``(N,)`` int64 keys -> ``(N, n)`` float32 uniforms in [0, 1), a function of (key, stream, index) only."""
+    return _shr(_stream(keys, n, stream << 40), 40).to(torch.float32) / 2**24
+
+
+def _between(u: Tensor, low: float | Tensor, high: float | Tensor) -> Tensor:
+    return low + (high - low) * u
+
+
+class RandomColorShift(nn.Module):
+    """Plug-In Inversion's colour shift ``x * exp(s) + m``, per image and channel.
+
+    Args:
+        shift: ``m ~ U(-shift, shift)`` and ``s ~ U(-shift, shift)``.
+        p: probability of shifting each image.
+    """
+
+    draws = 7  # uniforms a view: applied?, three means, three log-scales
+
+    def __init__(self, shift: float = 0.1, p: float = 1.0) -> None:
+        super().__init__()
+        self.shift, self.p = shift, p
+
+    def forward(self, images: Tensor, u: Tensor | None = None) -> Tensor:
+        """``(N, 3, H, W) -> (N, 3, H, W)``; values may leave [0, 1], as in Plug-In Inversion.
+
+        ``u``: ``(N, 7)`` uniforms in [0, 1) to draw from (default: ``torch.rand``).
+        """
+        u = torch.rand(len(images), self.draws, device=images.device) if u is None else u
+        applied = (u[:, :1] < self.p).to(images.dtype)
+        mean, log_scale = (_between(u[:, 1:].to(images.dtype), -self.shift, self.shift) * applied).chunk(2, dim=1)
+        return images * log_scale.exp()[..., None, None] + mean[..., None, None]
+
+
+class RandomResizedCrop(nn.Module):
+    """A random crop of ``scale`` of the area and aspect ``ratio``, resized (bilinear) back to the image's size.
+
+    Unlike ``kornia.augmentation.RandomResizedCrop``, the output keeps each input's own size, so the same
+    setting fits any model and any stage of a resolution schedule.
+
+    Args:
+        scale: range of the crop's area, as a fraction of the image's.
+        ratio: range of the crop's aspect ratio (width / height), drawn log-uniformly.
+        p: probability of cropping each image.
+    """
+
+    draws = 5  # applied?, area, log-ratio, x, y
+
+    def __init__(
+        self, scale: tuple[float, float] = (0.6, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3), p: float = 1.0
+    ) -> None:
+        super().__init__()
+        if not 0 < scale[0] <= scale[1] <= 1 or not 0 < ratio[0] <= ratio[1]:
+            raise UsageError(f"RandomResizedCrop needs 0 < scale <= 1 and 0 < ratio, got {scale}, {ratio}")
+        self.scale, self.ratio, self.p = scale, ratio, p
+
+    def forward(self, images: Tensor, u: Tensor | None = None) -> Tensor:
+        """``(N, C, H, W) -> (N, C, H, W)``; ``u``: ``(N, 5)`` uniforms (default: ``torch.rand``)."""
+        u = torch.rand(len(images), self.draws, device=images.device) if u is None else u
+        u = u.to(images.dtype)
+        area = _between(u[:, 1], *self.scale)
+        log_ratio = _between(u[:, 2], math.log(self.ratio[0]), math.log(self.ratio[1]))
+        # crop sides as fractions of the image's (at most 1: a crop never leaves the image)
+        width = (area * log_ratio.exp()).sqrt().clamp(max=1)
+        height = (area / log_ratio.exp()).sqrt().clamp(max=1)
+        centre_x, centre_y = (u[:, 3] * 2 - 1) * (1 - width), (u[:, 4] * 2 - 1) * (1 - height)
+        applied = u[:, 0] < self.p
+        one, zero = torch.ones_like(width), torch.zeros_like(width)
+        theta = torch.stack(
+            [
+                torch.stack([torch.where(applied, width, one), zero, torch.where(applied, centre_x, zero)], -1),
+                torch.stack([zero, torch.where(applied, height, one), torch.where(applied, centre_y, zero)], -1),
+            ],
+            dim=1,
+        )  # (N, 2, 3): output coordinates in [-1, 1] -> input coordinates of the crop
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def reference_augmentations() -> list[nn.Module]:
+    """The authors' pipeline: one random affine warp, applied to each copy with probability 0.5."""
+    return [K.RandomAffine(degrees=30, translate=(0.1, 0.1), scale=(0.7, 1.2), p=0.5, padding_mode="border")]
+
+
+def affine_params(affine: K.RandomAffine, u: Tensor, size: tuple[int, int]) -> dict[str, Tensor]:
+    """Kornia's parameters of ``affine`` for ``N`` views of ``size`` ``(H, W)``, drawn from ``u`` ``(N, 7)``.
+
+    The same distributions as Kornia's own sampler; the dictionary is what ``affine(views, params=...)`` takes.
+    """
+    gen, (height, width) = affine._param_generator, size
+
+    def draw(sampler: torch.distributions.Uniform | None, column: int, default: float) -> Tensor:
+        if sampler is None:
+            return torch.full_like(u[:, column], default)
+        return _between(u[:, column], sampler.low.to(u), sampler.high.to(u))
+
+    scale = draw(gen.scale_2_sampler, 4, 1.0)
+    return {
+        "batch_prob": u[:, 0] < affine.p,
+        "angle": draw(gen.degree_sampler, 1, 0.0),
+        "translations": torch.stack(
+            [draw(gen.translate_x_sampler, 2, 0.0) * width, draw(gen.translate_y_sampler, 3, 0.0) * height], -1
+        ),
+        "center": torch.tensor([(width - 1) / 2, (height - 1) / 2], device=u.device).expand(len(u), 2),
+        "scale": torch.stack([scale, scale if gen.scale_4_sampler is None else draw(gen.scale_4_sampler, 4, 1.0)], -1),
+        "shear_x": draw(gen.shear_x_sampler, 5, 0.0),
+        "shear_y": draw(gen.shear_y_sampler, 6, 0.0),
+    }
+
+
+def _affine_matrix(affine: K.RandomAffine, params: dict[str, Tensor], like: Tensor) -> Tensor:
+    """``(N, 3, 3)`` pixel-to-pixel matrices of the drawn warps (the identity where a view is not warped)."""
+    matrix = affine.compute_transformation(like, params, affine.flags)
+    identity = torch.eye(3, device=matrix.device, dtype=matrix.dtype)
+    return torch.where(params["batch_prob"].view(-1, 1, 1), matrix, identity)
+
+
+def _apply_affine(affine: K.RandomAffine, views: Tensor, u: Tensor) -> Tensor:
+    params = affine_params(affine, u, views.shape[-2:])
+    flags = affine.flags
+    warped = warp_affine(
+        views,
+        _affine_matrix(affine, params, views)[:, :2],
+        tuple(views.shape[-2:]),
+        flags["resample"].name.lower(),
+        align_corners=flags["align_corners"],
+        padding_mode=flags["padding_mode"].name.lower(),
+    )
+    return torch.where(params["batch_prob"].view(-1, 1, 1, 1), warped, views)  # untouched views stay exact
+
+
+def _apply_hflip(flip: K.RandomHorizontalFlip, views: Tensor, u: Tensor) -> Tensor:
+    return torch.where((u[:, 0] < flip.p).view(-1, 1, 1, 1), views.flip(-1), views)
+
+
+def _apply_noise(noise: K.RandomGaussianNoise, views: Tensor, keys: Tensor, stream: int) -> Tensor:
+    """Gaussian noise (Box-Muller from counter-based uniforms) on the views drawn with probability ``p``."""
+    n = views[0].numel()
+    u = uniforms(keys, 1 + 2 * n, stream)
+    radius = (-2 * (1 - u[:, 1 : 1 + n]).log()).sqrt()  # 1 - u is in (0, 1]: the log stays finite
+    normal = radius * torch.cos(2 * torch.pi * u[:, 1 + n :])
+    applied = (u[:, :1] < noise.p).to(views.dtype)
+    mean, std = noise._param_generator.mean, noise._param_generator.std
+    return views + (normal.to(views.dtype) * std + mean).view_as(views) * applied.view(-1, 1, 1, 1)
+
+
+# Transforms drawn from counter-based uniforms: type -> (uniforms a view, apply(module, views, uniforms)).
+_DRAWN: dict[type, tuple[int, Callable[[nn.Module, Tensor, Tensor], Tensor]]] = {
+    K.RandomAffine: (7, _apply_affine),
+    K.RandomHorizontalFlip: (1, _apply_hflip),
+    RandomColorShift: (RandomColorShift.draws, lambda t, v, u: t(v, u)),
+    RandomResizedCrop: (RandomResizedCrop.draws, lambda t, v, u: t(v, u)),
+}
+
+
+def _counter_based(transform: nn.Module) -> bool:
+    per_view = not getattr(transform, "same_on_batch", False)
+    return per_view and (type(transform) in _DRAWN or type(transform) is K.RandomGaussianNoise)
+
+
+class Augment(nn.Module):
+    """Makes ``copies`` augmented views of each image, every view with its own random draws.
+
+    Args:
+        transforms: applied in order; Kornia augmentations must keep ``same_on_batch=False`` (their default).
+            ``None`` gives :func:`reference_augmentations`, ``[]`` plain copies.
+        copies: views of each image.
+    """
+
+    def __init__(self, transforms: list[nn.Module] | None = None, copies: int = 13) -> None:
+        super().__init__()
+        if copies < 1:
+            raise UsageError(f"--model.copies must be at least 1, got {copies}")
+        self.transforms = nn.Sequential(*(reference_augmentations() if transforms is None else transforms))
+        self.copies = copies
+        slow = [type(t).__name__ for t in self.transforms if not _counter_based(t)]
+        if slow:
+            warnings.warn(
+                f"{', '.join(slow)} cannot be drawn per prompt in one call: every step loops over the prompts "
+                "for it (slower on a GPU, and the step cannot be compiled as one graph)",
+                stacklevel=2,
+            )
+
+    @property
+    def vectorised(self) -> bool:
+        """Whether every transform is drawn from counter-based uniforms (no loop over prompts)."""
+        return all(_counter_based(t) for t in self.transforms)
+
+    def view_keys(self, keys: Tensor) -> Tensor:
+        """``(P,)`` step keys -> ``(P * copies,)`` keys, one a view, copies of prompt ``p`` at ``p * copies + c``."""
+        return _stream(keys, self.copies, offset=1 << 50).flatten()
+
+    def forward(self, images: Tensor, keys: Tensor) -> Tensor:
+        """``(P, 3, H, W)`` images and ``(P,)`` int64 step keys -> ``(P * copies, 3, H, W)`` views.
+
+        The copies of image ``p`` are rows ``p * copies + c``; they depend on ``keys[p]`` only.
+        """
+        views = images.repeat_interleave(self.copies, dim=0)
+        vkeys = self.view_keys(keys)
+        for i, transform in enumerate(self.transforms):
+            if type(transform) is K.RandomGaussianNoise and _counter_based(transform):
+                views = _apply_noise(transform, views, vkeys, stream=i)
+            elif _counter_based(transform):
+                count, apply = _DRAWN[type(transform)]
+                views = apply(transform, views, uniforms(vkeys, count, stream=i))
+            else:
+                views = self._per_prompt(transform, views, keys)
+        return views
+
+    def _per_prompt(self, transform: nn.Module, views: Tensor, keys: Tensor) -> Tensor:
+        """The fallback: each prompt's copies through ``transform`` with Kornia's sampling, seeded by its key."""
+        drawn = []
+        for p, key in enumerate(keys.tolist()):  # a host read: the price of a transform Kornia draws itself
+            torch.random.default_generator.manual_seed(key & (2**63 - 1))
+            if views.device.type == "cuda":
+                torch.cuda.manual_seed(key & (2**63 - 1))
+            drawn.append(transform(views[p * self.copies : (p + 1) * self.copies]))
+        return torch.cat(drawn)
+
+    @property
+    def fusable(self) -> bool:
+        """Whether :meth:`warp_to` applies: the pipeline is a single ``RandomAffine`` drawn per copy."""
+        return (
+            len(self.transforms) == 1
+            and type(self.transforms[0]) is K.RandomAffine
+            and not self.transforms[0].same_on_batch
+        )
+
+    def affine_params(self, keys: Tensor, size: tuple[int, int]) -> dict[str, Tensor]:
+        """Kornia's parameters of the first transform (a ``RandomAffine``) for every view, as :meth:`forward`
+        draws them: ``(P,)`` step keys and the images' ``(H, W)`` -> a dictionary of ``(P * copies, ...)``."""
+        return affine_params(self.transforms[0], uniforms(self.view_keys(keys), 7, stream=0), size)
+
+    def warp_to(self, images: Tensor, size: tuple[int, int], keys: Tensor) -> Tensor:
+        """The copies, warped and resized to ``size`` in one sampling (only when :attr:`fusable`).
+
+        Draws the same affine parameters as :meth:`forward`, turns them into sampling grids at ``size`` and
+        samples each image once with the affine's own interpolation (bilinear by default), instead of warping
+        at the image's size and resizing (bicubic) afterwards. At the image's size this is the pipeline's warp;
+        above it, the upsampling is bilinear instead of bicubic.
+
+        Args:
+            images: ``(P, 3, H, W)``.
+            size: ``(h, w)`` of the views, the model's input size.
+            keys: ``(P,)`` int64 step keys, as in :meth:`forward`.
+
+        Returns:
+            ``(P * copies, 3, h, w)``, the copies of image ``p`` at rows ``p * copies + c``.
+        """
+        affine: K.RandomAffine = self.transforms[0]
+        height, width = images.shape[-2:]
+        views = images.repeat_interleave(self.copies, dim=0)
+        matrix = _affine_matrix(affine, self.affine_params(keys, (height, width)), views)
+        align = affine.flags["align_corners"]
+        warp = normalize_homography(matrix, (height, width), (height, width), align_corners=align)
+        inverse = torch.linalg.inv_ex(warp).inverse  # no error check: no device sync (never singular here)
+        grid = F.affine_grid(inverse[:, :2], [len(views), images.shape[1], *size], align_corners=align)
+        mode, padding = affine.flags["resample"].name.lower(), affine.flags["padding_mode"].name.lower()
+        return F.grid_sample(views, grid, mode=mode, padding_mode=padding, align_corners=align)

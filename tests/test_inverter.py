@@ -1,0 +1,50 @@
+"""The core Inverter without a Trainer: a plain loop inverts, the clamp point is a choice, the step compiles."""
+
+import pytest
+import torch
+
+from clip_inversion.core.augment import Augment
+from clip_inversion.core.image import PixelImage
+from clip_inversion.core.inverter import Inverter, Member
+
+PROMPTS = ["a red circle", "a blue star"]
+
+
+def inverter(subject, augmentations=None, copies: int = 4, **kwargs) -> Inverter:
+    inv = Inverter([Member(subject)], Augment(augmentations, copies), tv=0.087, **kwargs)
+    inv.start(PixelImage([1, 2], 32), PROMPTS)
+    return inv
+
+
+def plain_loop(inv: Inverter, steps: int) -> list[torch.Tensor]:
+    optimizer = torch.optim.Adam(inv.image.parameters(), lr=0.1)
+    images = []
+    for step in range(steps):
+        inv.step(optimizer, step)
+        images.append(inv.image().detach().clone())
+    return images
+
+
+def test_a_plain_loop_inverts_without_a_trainer(subject):
+    inv = inverter(subject)
+    before = inv.cosine()
+    plain_loop(inv, 25)
+    assert (inv.cosine() > before + 0.2).all(), (before, inv.cosine())
+    assert inv.image().min() >= 0 and inv.image().max() <= 1  # after_step: clamped after every step
+
+
+def test_clamping_before_the_step_lets_the_models_see_the_steps_result(subject):
+    images = plain_loop(inverter(subject, clamp="before_step"), 10)
+    assert any(image.min() < 0 or image.max() > 1 for image in images)
+    with pytest.raises(ValueError, match="clamp"):
+        inverter(subject, clamp="sometimes")
+
+
+def test_the_step_compiles_as_one_graph_with_every_vectorised_augmentation(subject, vectorised_augmentations):
+    inv = inverter(subject, vectorised_augmentations)
+    compiled = torch.compile(inv, fullgraph=True, backend="aot_eager")  # a graph break raises
+    terms = compiled(torch.tensor(3))
+    terms["loss"].sum().backward()
+    compiled_grad, inv.image.pixels.grad = inv.image.pixels.grad, None
+    inv(torch.tensor(3))["loss"].sum().backward()
+    torch.testing.assert_close(compiled_grad, inv.image.pixels.grad, atol=1e-6, rtol=1e-4)
