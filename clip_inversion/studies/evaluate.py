@@ -286,7 +286,7 @@ def bootstrap_interval(
     Each resample draws as many groups as there are, with replacement, from ``groups`` (and independently from
     ``other_groups``, when given) and concatenates their indices; the interval is ``estimate`` +- 1.96 standard
     deviations of the resampled statistic. Not the percentile interval: a resample repeats images, which
-    raises FID and KID, so their resampled values lie above the estimate. ``(nan, nan)`` for 0 resamples.
+    raises FID and KID, so their resampled values lie above the estimate. ``(nan, nan)`` below 2 resamples.
     """
     if resamples < 2:
         return math.nan, math.nan
