@@ -19,6 +19,7 @@ falls back to a loop over prompts with Kornia's own sampling (warned about once)
 
 from __future__ import annotations
 
+import importlib
 import math
 import warnings
 from collections.abc import Callable
@@ -139,6 +140,25 @@ class RandomResizedCrop(nn.Module):
         )  # (N, 2, 3): output coordinates in [-1, 1] -> input coordinates of the crop
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
         return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def build_augmentations(specs: list[dict | nn.Module] | None) -> list[nn.Module] | None:
+    """Modules from YAML's ``{class_path, init_args}`` specs (modules are kept; ``None`` stays ``None``).
+
+    Raises:
+        UsageError: a spec names no class that can be imported, or arguments it does not take.
+    """
+    try:
+        return None if specs is None else [s if isinstance(s, nn.Module) else _instantiate(s) for s in specs]
+    except (ImportError, AttributeError, TypeError, ValueError, KeyError) as e:
+        raise UsageError(
+            f"--model.augmentations: {e} (each needs a full class_path, e.g. kornia.augmentation.RandomAffine)"
+        ) from e
+
+
+def _instantiate(spec: dict) -> nn.Module:
+    module, _, name = spec["class_path"].rpartition(".")
+    return getattr(importlib.import_module(module), name)(**spec.get("init_args", {}))
 
 
 def reference_augmentations() -> list[nn.Module]:
