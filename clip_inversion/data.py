@@ -62,11 +62,6 @@ def prompt_seed(base_seed: int, prompt_id: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def step_seed(prompt_seed: int, step: int) -> int:
-    """The seed of one prompt's augmentation draws at one step: the same in any batch, on any rank."""
-    return (prompt_seed * 6_364_136_223_846_793_005 + step) % 2**63
-
-
 def read_prompts(path: str | Path, base_seed: int = 0, first: int = 0) -> list[Prompt]:
     """Read a prompts file: ``.jsonl``, ``.csv`` or plain text (one prompt a line).
 
@@ -201,9 +196,13 @@ class RepeatBatch(Sampler[int]):
 class PromptDataModule(LightningDataModule):
     """Prompts given inline or as a file, planned into per-rank batches of ``batch_size``.
 
+    On the command line either option is the run's prompt list: it replaces whatever the configs give for
+    both, unless both options are on the command line (then both are inverted, the inline ones first).
+
     Args:
         prompts: prompts given inline (``--data.prompts='[a red circle, a blue star]'``).
-        prompts_file: a ``.txt`` (one prompt a line), ``.jsonl`` or ``.csv`` file (``--data.prompts_file=PATH``).
+        prompts_file: a ``.txt`` (one prompt a line), ``.jsonl`` or ``.csv`` file (``--data.prompts_file=PATH``);
+            ``configs/prompts/`` holds examples.
         batch_size: prompts inverted together on each device.
         seed: base seed; each prompt's seed is derived from it and the prompt's id unless the file gives one.
         steps: optimisation steps per batch (linked to ``model.steps`` by the CLI).

@@ -28,8 +28,7 @@ def sweep_args(tmp_path: Path, run_dir: Path, steps: int) -> list[str]:
         "--config",
         str(CONFIGS / "quickstart.yaml"),
         f"--model.steps={steps}",
-        "--data.prompts=null",
-        f"--data.prompts_file={prompts}",
+        f"--data.prompts_file={prompts}",  # the run's prompts: the quickstart's own are not inverted
         "--data.batch_size=3",
         f"--trainer.default_root_dir={run_dir}",
         "--trainer.enable_progress_bar=false",
@@ -60,6 +59,8 @@ def test_two_processes_invert_every_prompt_once_as_one_process_would(tmp_path):
     run([*sweep_args(tmp_path, tmp_path / "one", steps=4), "--trainer.devices=1"])
     one = images_of(tmp_path / "one")
     assert sorted(two) == sorted(one) and len(one) == len(PROMPTS)
+    written = [json.loads(line)["prompt"] for line in (tmp_path / "two" / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(written) == sorted(PROMPTS)  # each prompt of the file once, none of the config's
     for prompt_id, image in one.items():
         # Same seeds, same batches: the same image up to PNG rounding (documented in docs/scaling.md).
         assert (two[prompt_id] - image).abs().max() <= 2 / 255, prompt_id
