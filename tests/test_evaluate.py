@@ -283,3 +283,16 @@ def test_inception_weights_missing_or_malicious_end_in_one_line(world, tmp_path,
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert exit_.value.code == 2 and message in line, line
     assert not marker.exists()
+
+
+def test_the_toy_real_command_renders_a_runs_captions_and_refuses_others(world, tmp_path, capsys):
+    from clip_inversion.toyworld.real import main as real
+
+    real([str(tmp_path / "real"), "--captions", str(world["quickstart"]), "--per-caption", "2"])  # the README's
+    lines = [json.loads(line) for line in (tmp_path / "real" / "manifest.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in lines] == [c for c in CAPTIONS for _ in range(2)]
+    (tmp_path / "dog.txt").write_text("a photo of a dog\n")
+    with pytest.raises(SystemExit) as exit_:
+        real([str(tmp_path / "dog"), "--captions", str(tmp_path / "dog.txt")])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and "the toy world renders only its colour-shape captions" in line
