@@ -154,3 +154,12 @@ def test_a_prompt_rerun_alone_gives_the_image_it_got_in_its_batch(tmp_path):
     in_batch, by_itself = images_of(tmp_path / "b")["p1"], images_of(tmp_path / "a")["p1"]
     # Same start, same augmentation draws; only the batched arithmetic differs.
     assert (in_batch - by_itself).abs().max() <= 2 / 255
+
+
+def test_two_long_model_paths_get_two_run_directories():
+    from clip_inversion.sweep import model_dir
+
+    stem = "local-dir:/a/very/long/path/where/the/toy/models/of/a/data/scale/study/were/trained/"
+    small, large = model_dir("runs", stem + "small-data"), model_dir("runs", stem + "more-data")
+    assert small != large and len(small.name) <= 80 and len(large.name) <= 80
+    assert model_dir("runs", "toy-subject") == Path("runs/toy-subject")  # short names stay as they were
