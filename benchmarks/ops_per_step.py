@@ -2,19 +2,24 @@
 
     python benchmarks/ops_per_step.py --prompts 1
     python benchmarks/ops_per_step.py --prompts 16
+    python benchmarks/ops_per_step.py --prompts 16 --augmentations configs/augment/all.yaml
 
 Runs the quickstart's module (the bundled toy subject, the reference augmentation) under a Lightning Trainer
 on the CPU, and counts with ``torch.profiler`` every operator call of the step after ``--warmup`` steps: the
 augmentation's draws, the warp, the encoder, the objective, backward, clipping, Adam and Lightning's own work.
-A loop over prompts anywhere in the step would show as a count that grows with ``--prompts``. The last line
-is ``ops_per_step=N``.
+A loop over prompts anywhere in the step would show as a count that grows with ``--prompts`` (as it does for
+an augmentation that falls back to Kornia's own sampling, such as ``ColorJitter`` in
+``configs/augment/all.yaml``). The last line is ``ops_per_step=N``.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
+import yaml
+from jsonargparse import ArgumentParser
 from lightning import Callback, LightningModule, Trainer
 from torch.profiler import ProfilerActivity, profile
 
@@ -40,10 +45,19 @@ class CountStep(Callback):
             self.count = sum(e.count for e in self.profiler.key_averages() if e.key.startswith("aten::"))
 
 
-def count(prompts: int, warmup: int = 3, model: str = "toy-subject", copies: int = 8) -> int:
-    """Operator calls of step ``warmup`` of a batch of ``prompts`` prompts."""
+def augmentations(path: str) -> list[torch.nn.Module]:
+    """The ``model.augmentations`` of a config file, built as the CLI builds them."""
+    parser = ArgumentParser()
+    parser.add_argument("--augmentations", type=list[torch.nn.Module])
+    listed = yaml.safe_load(Path(path).read_text())["model"]["augmentations"]
+    config = parser.parse_object({"augmentations": listed})
+    return parser.instantiate_classes(config).augmentations
+
+
+def count(prompts: int, warmup: int = 3, transforms: list[torch.nn.Module] | None = None) -> int:
+    """Operator calls of step ``warmup`` of a batch of ``prompts`` prompts (the toy subject, 8 copies)."""
     counter = CountStep(warmup)
-    module = CLIPInversion(CLIPSpec(model), steps=warmup + 1, init_size=32, copies=copies, tv=0.087)
+    module = CLIPInversion(CLIPSpec("toy-subject"), steps=warmup + 1, init_size=32, augmentations=transforms, tv=0.087)
     trainer = Trainer(
         accelerator="cpu",
         logger=False,
@@ -62,9 +76,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--augmentations", help="a config whose model.augmentations to use (default: the reference)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"ops_per_step={count(args.prompts, args.warmup)}")
+    transforms = augmentations(args.augmentations) if args.augmentations else None
+    print(f"ops_per_step={count(args.prompts, args.warmup, transforms)}")
 
 
 if __name__ == "__main__":

@@ -62,11 +62,6 @@ def prompt_seed(base_seed: int, prompt_id: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def step_seed(prompt_seed: int, step: int) -> int:
-    """The seed of one prompt's augmentation draws at one step: the same in any batch, on any rank."""
-    return (prompt_seed * 6_364_136_223_846_793_005 + step) % 2**63
-
-
 def read_prompts(path: str | Path, base_seed: int = 0, first: int = 0) -> list[Prompt]:
     """Read a prompts file: ``.jsonl``, ``.csv`` or plain text (one prompt a line).
 

@@ -116,7 +116,7 @@ class CLIPInversion(LightningModule):
         self.augment = Augment(build_augmentations(augmentations), copies)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.inverter: Inverter | None = None  # made by configure_model, after the prompts were checked
-        self.step_fn: Callable[[int], dict[str, Tensor]] | None = None  # the inverter, compiled or not
+        self.step_fn: Callable[[Tensor, int], dict[str, Tensor]] | None = None  # Inverter.terms, compiled or not
         self.prompts: PromptBatch | None = None
         self.strict_loading = False  # checkpoints leave the frozen CLIPs out
 
@@ -134,7 +134,7 @@ class CLIPInversion(LightningModule):
             hp.clamp, hp.fused_warp, hp.channels_last,
         ).to(self.device)  # fmt: skip
         mode = "reduce-overhead" if self.device.type == "cuda" else None  # CUDA graphs on a GPU
-        self.step_fn = torch.compile(self.inverter, mode=mode) if hp.compile else self.inverter
+        self.step_fn = torch.compile(self.inverter.terms, mode=mode) if hp.compile else self.inverter.terms
 
     def on_train_batch_start(self, batch: PromptBatch, batch_idx: int) -> int | None:
         if batch.skip:  # every prompt of this epoch is already in the manifest
@@ -151,7 +151,7 @@ class CLIPInversion(LightningModule):
 
     def training_step(self, batch: PromptBatch, batch_idx: int) -> Tensor:
         with self._explain_oom():
-            terms = self.step_fn(batch_idx)
+            terms = self.step_fn(self.inverter.image(), batch_idx)
         loss = self.inverter.loss(terms, batch_idx + 1)
         # Logging reads the values back to the host (a device sync): only on the steps the logger records.
         logging_step = (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0

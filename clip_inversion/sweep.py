@@ -30,14 +30,14 @@ def model_args(model: str) -> list[str]:
     return [f"--model.clip.model_name={name}", f"--model.clip.pretrained={pretrained or 'null'}"]
 
 
-def model_dir(root: str | Path, model: str, max_length: int = 80) -> Path:
-    """The run directory of one model of a sweep: the model's name made safe, ending in a hash of the name when
-    it had to be shortened (two long names that begin alike must not share one directory)."""
-    name = safe_name(model.replace("@", "-"), max_length=10_000)
-    if len(name) > max_length:
-        digest = hashlib.sha256(model.encode()).hexdigest()[:8]
-        name = f"{name[: max_length - 9].rstrip('-')}-{digest}"
-    return Path(root) / name
+def model_dir(root: str | Path, model: str) -> Path:
+    """The run directory of one model of a sweep: its name as a slug, with a hash of the whole name when the
+    slug had to be cut (two long paths that share their first 80 characters still get two directories)."""
+    name = model.replace("@", "-")
+    slug = safe_name(name, max_length=80)
+    if slug != safe_name(name, max_length=len(name) + 1):
+        slug = f"{slug[:71]}-{hashlib.sha256(model.encode()).hexdigest()[:8]}"
+    return Path(root) / slug
 
 
 def main(args: list[str] | None = None) -> None:

@@ -22,6 +22,7 @@ def vectorised_augmentations() -> list:
         K.RandomAffine(degrees=30, translate=(0.1, 0.1), scale=(0.7, 1.2), p=0.5, padding_mode="border"),
         RandomResizedCrop(scale=(0.6, 1.0)),
         K.RandomHorizontalFlip(p=0.5),
+        K.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02, p=0.5),
         RandomColorShift(shift=0.1, p=0.5),
         K.RandomGaussianNoise(std=0.05, p=0.5),
     ]

@@ -234,16 +234,16 @@ def nan_for_the_second_prompt_from_step_4(monkeypatch) -> list[torch.Tensor]:
     """Make prompt 1's loss NaN from the 4th step of the inverter on; returns each step's images."""
     from clip_inversion.core.inverter import Inverter
 
-    original, images = Inverter.forward, []
+    original, images = Inverter.terms, []
 
-    def forward(self, step):
-        images.append(self.image.pixels.detach().clone())  # the images this step's loss is computed on
-        terms = original(self, step)
+    def terms(self, pixels, step):
+        images.append(pixels.detach().clone())  # the images this step's loss is computed on
+        terms = original(self, pixels, step)
         if len(images) >= 4:  # a NaN that also poisons the gradient of prompt 1
             terms["loss"] = terms["loss"] * torch.tensor([1.0, float("nan"), 1.0])
         return terms
 
-    monkeypatch.setattr(Inverter, "forward", forward)
+    monkeypatch.setattr(Inverter, "terms", terms)
     return images
 
 

@@ -155,10 +155,25 @@ def test_resized_crop_keeps_each_images_size_and_crops():
 
 
 def test_a_transform_drawn_by_kornia_falls_back_to_a_loop_with_a_warning(caplog):
-    augment = Augment([K.ColorJitter(0.2, 0.2, 0.2, 0.05, p=1.0)], copies=2)
-    assert "ColorJitter cannot be drawn per prompt" in caplog.text
+    augment = Augment([K.RandomGrayscale(p=0.5)], copies=4)
+    assert "RandomGrayscale cannot be drawn per prompt" in caplog.text  # one logged line naming the setting
     assert not augment.vectorised
     images = torch.rand(2, 3, 8, 8)
     together = augment(images, keys(1, 2))
-    assert torch.equal(together[2:4], augment(images[1:2], keys(2)))  # still each prompt's own draws
-    assert not torch.equal(together[0], images[0])
+    assert torch.equal(together[4:8], augment(images[1:2], keys(2)))  # still each prompt's own draws
+    assert not torch.equal(together, images.repeat_interleave(4, dim=0))
+
+
+def test_vectorised_colour_jitter_is_kornias_on_the_same_factors_in_a_fixed_order():
+    jitter = K.ColorJitter(0.2, 0.2, 0.2, 0.05, p=1.0)
+    augment = Augment([jitter], copies=4)
+    images, k = torch.rand(2, 3, 16, 16), keys(1, 2)
+    u = uniforms(augment.view_keys(k), 5)
+    gen = jitter._param_generator
+    samplers = {"brightness": gen.brightness_sampler, "contrast": gen.contrast_sampler}
+    samplers |= {"saturation": gen.saturation_sampler, "hue": gen.hue_sampler}
+    params = {f"{name}_factor": s.low + (s.high - s.low) * u[:, i + 1] for i, (name, s) in enumerate(samplers.items())}
+    expected = jitter.apply_transform(
+        images.repeat_interleave(4, dim=0), {**params, "order": torch.arange(4)}, jitter.flags
+    )
+    torch.testing.assert_close(augment(images, k), expected)

@@ -156,10 +156,10 @@ def test_a_prompt_rerun_alone_gives_the_image_it_got_in_its_batch(tmp_path):
     assert (in_batch - by_itself).abs().max() <= 2 / 255
 
 
-def test_two_models_whose_long_names_begin_alike_get_their_own_directories(tmp_path):
+def test_two_long_model_paths_get_two_run_directories():
     from clip_inversion.sweep import model_dir
 
-    long = f"local-dir:{tmp_path}/{'a-very-long-folder-name/' * 4}"
-    first, second = model_dir(tmp_path, long + "small-data"), model_dir(tmp_path, long + "more-data")
-    assert first != second and len(first.name) <= 80 and len(second.name) <= 80
-    assert model_dir(tmp_path, "toy-subject") == tmp_path / "toy-subject"  # short names stay readable
+    stem = "local-dir:/a/very/long/path/where/the/toy/models/of/a/data/scale/study/were/trained/"
+    small, large = model_dir("runs", stem + "small-data"), model_dir("runs", stem + "more-data")
+    assert small != large and len(small.name) <= 80 and len(large.name) <= 80
+    assert model_dir("runs", "toy-subject") == Path("runs/toy-subject")  # short names stay as they were

@@ -12,8 +12,9 @@ Randomness is counter-based: every number a step draws is a hash (SplitMix64) of
 copy and the number's index, computed with integer tensor ops on the images' device. A prompt therefore draws
 the same augmentations in any batch and on any rank, every prompt's parameters come from one vectorised call
 (no loop over prompts, no host synchronisation), and the step can be captured as one graph. Kornia's
-``RandomAffine``, ``RandomHorizontalFlip`` and ``RandomGaussianNoise`` and this file's modules are drawn this
-way; any other module falls back to a loop over prompts with Kornia's own sampling (warned about once).
+``RandomAffine``, ``RandomHorizontalFlip``, ``ColorJitter`` and ``RandomGaussianNoise`` and this file's modules
+are drawn this way (``ColorJitter`` in a fixed order, where Kornia shuffles it once a call); any other module
+falls back to a loop over prompts with Kornia's own sampling (warned about once).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Callable
 import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
+from kornia import enhance
 from kornia.geometry.conversions import normalize_homography
 from kornia.geometry.transform import warp_affine
 from torch import Tensor, nn
@@ -217,6 +219,21 @@ def _apply_hflip(flip: K.RandomHorizontalFlip, views: Tensor, u: Tensor) -> Tens
     return torch.where((u[:, 0] < flip.p).view(-1, 1, 1, 1), views.flip(-1), views)
 
 
+def _apply_color_jitter(jitter: K.ColorJitter, views: Tensor, u: Tensor) -> Tensor:
+    """Kornia's colour jitter (its own functions and factor ranges) on factors drawn from ``u`` ``(N, 5)``, in a
+    fixed order (brightness, contrast, saturation, hue) where Kornia shuffles the order once a call."""
+    gen = jitter._param_generator
+    samplers = (gen.brightness_sampler, gen.contrast_sampler, gen.saturation_sampler, gen.hue_sampler)
+    brightness, contrast, saturation, hue = (
+        _between(u[:, i + 1], sampler.low.to(u), sampler.high.to(u)) for i, sampler in enumerate(samplers)
+    )
+    out = enhance.adjust_brightness_accumulative(views.clamp(0, 1), brightness)
+    out = enhance.adjust_contrast_with_mean_subtraction(out, contrast)
+    out = enhance.adjust_saturation_with_gray_subtraction(out, saturation)
+    out = enhance.adjust_hue(out, hue * 2 * math.pi).clamp(0, 1)
+    return torch.where((u[:, 0] < jitter.p).view(-1, 1, 1, 1), out, views)
+
+
 def _apply_noise(noise: K.RandomGaussianNoise, views: Tensor, keys: Tensor, stream: int) -> Tensor:
     """Gaussian noise (Box-Muller from counter-based uniforms) on the views drawn with probability ``p``."""
     n = views[0].numel()
@@ -232,6 +249,7 @@ def _apply_noise(noise: K.RandomGaussianNoise, views: Tensor, keys: Tensor, stre
 _DRAWN: dict[type, tuple[int, Callable[[nn.Module, Tensor, Tensor], Tensor]]] = {
     K.RandomAffine: (7, _apply_affine),
     K.RandomHorizontalFlip: (1, _apply_hflip),
+    K.ColorJitter: (5, _apply_color_jitter),
     RandomColorShift: (RandomColorShift.draws, lambda t, v, u: t(v, u)),
     RandomResizedCrop: (RandomResizedCrop.draws, lambda t, v, u: t(v, u)),
 }
