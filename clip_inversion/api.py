@@ -22,6 +22,10 @@ def invert(
 
     Returns:
         One :class:`Inversion` a prompt of this call, in the order given.
+
+    Raises:
+        UsageError: bad input or settings, or ``run_dir`` holds results made with other settings (give another
+            ``run_dir``, or ``args=["--fresh"]`` to delete them and start again).
     """
     cli_args = ["fit"] + (["--config", str(config)] if config else [])
     cli_args += [f"--data.prompts={json.dumps(prompts)}", "--data.prompts_file=null"]

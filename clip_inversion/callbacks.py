@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
+import textwrap
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,9 @@ from typing import Any
 import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from PIL import Image, ImageDraw
 from torch import Tensor
+from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import make_grid
 
 from clip_inversion.core.image import MAX_SIZE
@@ -48,14 +50,15 @@ class ResolutionSchedule(Callback):
         last_step, init_size = pl_module.hparams.steps, pl_module.hparams.init_size
         late = [s for s in steps if s >= last_step]
         if late:  # a shortened run (--model.steps=N for a quick look) is fine: those sizes are never reached
-            warnings.warn(
-                f"ResolutionSchedule milestones at steps {late} come after the last step (--model.steps={last_step}) "
-                "and never happen",
-                stacklevel=2,
+            log.warning(
+                "ResolutionSchedule milestones at steps %s come after the last step (--model.steps=%d): never reached",
+                late,
+                last_step,
             )
         if sizes and sizes[0] <= init_size:
             raise UsageError(
-                f"ResolutionSchedule sizes must be larger than --model.init_size={init_size}: {self.milestones}"
+                f"ResolutionSchedule sizes must be larger than --model.init_size={init_size}: {self.milestones}; "
+                "lower --model.init_size, or give the schedule larger sizes in a config of your own (trainer.callbacks)"
             )
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
@@ -153,6 +156,7 @@ class InversionWriter(Callback):
                     "prompt": batch.prompts[i],
                     "image": None if withheld else path.relative_to(run_dir).as_posix(),
                     "model": pl_module.clip_spec.label,
+                    "models": _models(pl_module),
                     "seed": batch.seeds[i],
                     "steps": pl_module.hparams.steps,
                     "resolution": image.shape[-1],
@@ -194,15 +198,35 @@ class ProgressImages(Callback):
             cosines = pl_module.inverter.cosine().tolist()
         pending = pending_indices(batch)
         images = self.screen.apply(images[pending])[0] if self.screen and pending else images[pending]
-        mine = [(image_stem(batch.ids[i], batch.prompts[i]), image, cosines[i]) for image, i in zip(images, pending)]
+        mine = [(batch.ids[i], batch.prompts[i], image, cosines[i]) for image, i in zip(images, pending)]
         everyone = [entry for rank in gather_objects(mine) for entry in rank]
         experiment = getattr(trainer.logger, "experiment", None)
         if not trainer.is_global_zero or not everyone or not hasattr(experiment, "add_image"):
             return
-        grid = make_grid(torch.stack([image for _, image, _ in everyone]), nrow=8)
-        experiment.add_image(f"progress/epoch-{trainer.current_epoch:04d}", grid, step)
-        for stem, _, cosine in everyone:
-            experiment.add_scalar(f"cosine/{stem}", cosine, trainer.global_step)
+        tiles = [labelled(image, f"{prompt}\ncosine {cosine:.2f}") for _, prompt, image, cosine in everyone]
+        experiment.add_image(f"progress/epoch-{trainer.current_epoch:04d}", make_grid(tiles, nrow=8), step)
+        for prompt_id, prompt, _, cosine in everyone:
+            experiment.add_scalar(f"cosine/{image_stem(prompt_id, prompt)}", cosine, trainer.global_step)
+
+
+def labelled(image: Tensor, label: str, width: int = 128) -> Tensor:
+    """An image with its label below, for TensorBoard grids.
+
+    Args:
+        image: ``(3, H, W)`` in [0, 1], scaled (nearest neighbour) to ``width`` pixels wide.
+        label: up to three lines (longer lines are wrapped, then cut).
+        width: the tile's width in pixels.
+
+    Returns:
+        ``(3, H * width / W + 36, width)`` in [0, 1].
+    """
+    height = round(image.shape[-2] * width / image.shape[-1])
+    picture = to_pil_image(image.clamp(0, 1)).resize((width, height), Image.NEAREST)
+    tile = Image.new("RGB", (width, height + 36), "white")
+    tile.paste(picture, (0, 0))
+    lines = [line for text in label.splitlines() for line in textwrap.wrap(text, width // 6) or [""]]
+    ImageDraw.Draw(tile).multiline_text((2, height + 1), "\n".join(lines[:3]), fill="black", spacing=1)
+    return pil_to_tensor(tile).float() / 255
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -216,6 +240,14 @@ class RunCheckpoint(ModelCheckpoint):
 
     def __init__(self, every_n_train_steps: int = 100, dirpath: str | None = None) -> None:
         super().__init__(dirpath=dirpath, every_n_train_steps=every_n_train_steps, save_last=True, save_top_k=0)
+
+
+def _models(pl_module: LightningModule) -> list[dict[str, Any]]:
+    """Every model inverted (``model.clip`` first, then ``model.ensemble``): label, weight, whether random."""
+    return [
+        {"model": spec.label, "weight": round(weight, 6), "random_weights": spec.random_weights}
+        for spec, weight in zip(pl_module.specs, pl_module.weights, strict=True)
+    ]
 
 
 def pending_indices(batch: PromptBatch) -> list[int]:

@@ -1,8 +1,15 @@
-"""``clip-inversion``: LightningCLI over the inversion module and the prompts, configured by YAML."""
+"""``clip-inversion``: LightningCLI over the inversion module and the prompts, configured by YAML.
+
+Only ``fit`` is offered. Prompts given on the command line are the run's prompts: ``--data.prompts`` or
+``--data.prompts_file`` there replaces the prompts of the configs (both there: both are inverted). A run
+directory is continued only with the settings it was made with (``run.json``, see rundir.py).
+"""
 
 from __future__ import annotations
 
 import errno
+import json
+import logging
 import os
 import sys
 import warnings
@@ -12,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import ArgumentError
-from lightning import LightningModule, Trainer
+from jsonargparse import ActionYesNo, ArgumentError
+from lightning import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from clip_inversion import strategy  # noqa: F401 (registers the "independent_ddp" strategy)
@@ -22,13 +31,14 @@ from clip_inversion.callbacks import InversionWriter, RunCheckpoint
 from clip_inversion.data import PromptDataModule
 from clip_inversion.errors import UsageError, describe_load_error
 from clip_inversion.module import CLIPInversion
-
-# The frozen CLIP stays in eval mode on purpose.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+from clip_inversion.rundir import claim, finished, read_records
 
 
 class LogConfig(SaveConfigCallback):
-    """Saves ``config.yaml`` in the log directory, as usual, and shows it in TensorBoard's text tab."""
+    """Saves ``config.yaml`` in the log directory, as usual, shows it in TensorBoard's text tab, and at the end
+    puts the prompts, data and recipe settings beside the run's scores in the HParams tab: ``hp/cosine``, the
+    mean final cosine of every prompt in the run directory under the inverted model, and any callback's final
+    ``scores`` (``hp/judge_cosine`` and ``hp/judge_accuracy``, this session's prompts, when ``JudgeScores`` runs)."""
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         experiment = getattr(trainer.logger, "experiment", None)
@@ -36,8 +46,26 @@ class LogConfig(SaveConfigCallback):
             text = self.parser.dump(self.config, skip_none=False)
             experiment.add_text("config", f"```yaml\n{text}\n```")
 
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        cosines = [r["cosine"] for r in read_records(trainer.default_root_dir) if r["cosine"] is not None]
+        if trainer.logger is None or not cosines:
+            return
+        config = json.loads(self.parser.dump(self.config, format="json", skip_none=False))
+        params = {f"data.{k}": v for k, v in config["data"].items()} | image_settings(config)
+        params |= {f"trainer.{k}": config["trainer"][k] for k in ("devices", "num_nodes", "max_steps")}
+        metrics = {"hp/cosine": sum(cosines) / len(cosines)}
+        for callback in trainer.callbacks:  # a callback's final scores, as JudgeScores keeps them
+            scores = getattr(callback, "scores", None) or {}
+            metrics |= {f"hp/{name.replace('/', '_')}": value for name, value in scores.items()}
+        trainer.logger.log_hyperparams(params, metrics)
+
 
 class InversionCLI(LightningCLI):
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Only ``fit``: validating, testing or predicting an inversion means nothing."""
+        return {"fit": LightningCLI.subcommands()["fit"]}
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("model.steps", "data.steps")
         # Always on: a run that writes no images is no use (``--writer.snapshot_steps=[...]``).
@@ -45,10 +73,19 @@ class InversionCLI(LightningCLI):
         # A config may also describe a model sweep, which clip-inversion-sweep runs (see sweep.py).
         parser.add_argument("--sweep.models", type=list[str] | None, default=None, help="NAME or NAME@TAG each")
         parser.add_argument("--sweep.root", type=str, default="runs/models", help="parent of the model runs")
+        parser.add_argument(
+            "--fresh",
+            action=ActionYesNo,
+            default=False,
+            help="delete the run directory's images, snapshots, manifest and checkpoints first, and start again",
+        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
+        if isinstance(args, list | None):
+            data = (self.config[subcommand] if subcommand else self.config).data
+            command_line_prompts(data, sys.argv[1:] if args is None else args)
         if subcommand and self.config[subcommand].get("ckpt_path") not in (None, "last", "hpc", "best", "registry"):
             check_checkpoint(self.config[subcommand].ckpt_path)  # before Lightning reads its hyperparameters
 
@@ -66,6 +103,77 @@ class InversionCLI(LightningCLI):
             if isinstance(callback, RunCheckpoint) and callback.dirpath is None:
                 callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
         return trainer
+
+    def fit(self, model: LightningModule, datamodule: LightningDataModule, **kwargs: Any) -> None:
+        """Claim the run directory for these settings, say what is left to do, and invert it."""
+        config = self.config[self.subcommand]
+        run_dir = Path(self.trainer.default_root_dir)
+        if isinstance(self.trainer.accelerator, CPUAccelerator) and "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(idle_cores())
+        settings = image_settings(json.loads(self.parser.dump(self.config, format="json", skip_none=False))["fit"])
+        first = rank_zero_only.rank == 0  # the other ranks check, and leave writing and deleting to the first
+        if first or not config.fresh:
+            claim(run_dir, settings, fresh=config.fresh and first, write=first)
+        prompts = {(p.id, p.text) for p in datamodule.all_prompts()}
+        done = len(prompts & finished(run_dir))
+        if done == len(prompts):
+            say(f"Nothing left to do: {done} of {len(prompts)} prompts finished in {run_dir}")
+            return
+        if done:
+            say(f"Resuming: {done} of {len(prompts)} prompts already finished in {run_dir}")
+        self.trainer.fit(model, datamodule=datamodule, **kwargs)
+        done = len(prompts & finished(run_dir))
+        rest = "" if done == len(prompts) else "; rerun the same command to finish the others"
+        say(f"{done} of {len(prompts)} prompts finished in {run_dir}{rest}")
+
+
+def idle_cores() -> int:
+    """The CPU threads a run uses unless ``OMP_NUM_THREADS`` says otherwise: the cores this process may use
+    minus the 1-minute load average (other jobs), at least one. Torch's default, a thread a core, oversubscribes
+    a busy machine: on 2 shared cores the quickstart took 166 s instead of 36 s with one thread."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cores, round(cores - load)))
+
+
+def command_line_prompts(data: Any, args: list[str]) -> None:
+    """Make the prompts given on the command line the run's: ``--data.prompts`` or ``--data.prompts_file``
+    there drops the other, as the configs set it, unless both are there (``--data.prompts+=...`` appends)."""
+    options = ("--data.prompts", "--data.prompts_file")
+    inline, from_file = (any(a == o or a.startswith(f"{o}=") for a in args) for o in options)
+    if inline and not from_file:
+        data.prompts_file = None
+    if from_file and not inline:
+        data.prompts = None
+
+
+def image_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that shape an image, ``{dotted option: value}``, from a dumped ``fit`` config: every model
+    option but the speed-only ``channels_last`` and ``compile`` and the weights' ``cache_dir``, the resolution
+    schedule, the precision and the data seed."""
+    settings: dict[str, Any] = {}
+    _flatten("model", {k: v for k, v in config["model"].items() if k not in ("channels_last", "compile")}, settings)
+    settings.pop("model.clip.cache_dir", None)
+    callbacks = config["trainer"].get("callbacks") or []
+    schedules = [c.get("init_args", {}).get("milestones") for c in callbacks if "ResolutionSchedule" in c["class_path"]]
+    settings["ResolutionSchedule.milestones"] = schedules
+    settings["trainer.precision"] = config["trainer"].get("precision")
+    settings["data.seed"] = config["data"].get("seed")
+    return settings
+
+
+def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}", item, into)
+    else:
+        into[prefix] = value
+
+
+def say(message: str) -> None:
+    """Tell the user how the run stands: one line on standard error, from the first process only."""
+    if rank_zero_only.rank == 0:
+        print(f"clip-inversion: {message}", file=sys.stderr, flush=True)
 
 
 def check_checkpoint(path: str) -> None:
@@ -92,23 +200,38 @@ def run(args: list[str] | None = None, fit: bool = True) -> InversionCLI:
     :func:`exit_on_error`)."""
     if not fit and args and args[0] == "fit":
         args = args[1:]
-    return InversionCLI(
-        CLIPInversion,
-        PromptDataModule,
-        args=args,
-        run=fit,
-        auto_configure_optimizers=False,
-        save_config_callback=LogConfig,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"exit_on_error": False, "fit": {"exit_on_error": False}},
-        trainer_defaults={
-            "default_root_dir": "runs/clip-inversion",
-            "max_epochs": -1,  # the data module sets it to the number of prompt batches
-            "use_distributed_sampler": False,
-            "num_sanity_val_steps": 0,
-            "enable_model_summary": False,
-        },
-    )
+    for name in ("lightning.pytorch", "lightning.fabric"):  # the banner, tips and "Seed set": warnings only
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        # Lightning's, not the user's: its own deprecated torch call, and a notice meant for scripts that pass
+        # both sys.argv and args (the sweep and the tests pass args on purpose).
+        warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+        warnings.filterwarnings("ignore", r".*args parameter is intended to run from within Python")
+        # Not news here: the frozen CLIP stays in eval mode on purpose, every batch's last step is logged, and
+        # images and augmentations are seeded by data.seed, whatever seed_everything says.
+        warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode")
+        warnings.filterwarnings("ignore", r"No seed found, seed set to")
+        warnings.filterwarnings("ignore", r"The number of training batches .* is smaller than the logging interval")
+        # --ckpt_path=last resumes mid-batch by design: the data module plans the same batches again.
+        warnings.filterwarnings("ignore", r"You're resuming from a checkpoint that ended before the epoch ended")
+        return InversionCLI(
+            CLIPInversion,
+            PromptDataModule,
+            args=args,
+            run=fit,
+            auto_configure_optimizers=False,
+            save_config_callback=LogConfig,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"exit_on_error": False, "fit": {"exit_on_error": False}},
+            trainer_defaults={
+                "default_root_dir": "runs/clip-inversion",
+                "max_epochs": -1,  # the data module sets it to the number of prompt batches
+                "use_distributed_sampler": False,
+                "num_sanity_val_steps": 0,
+                "enable_model_summary": False,
+                "enable_autolog_hparams": False,  # LogConfig logs them at the end, with the run's scores
+            },
+        )
 
 
 @contextmanager

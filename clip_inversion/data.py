@@ -196,9 +196,13 @@ class RepeatBatch(Sampler[int]):
 class PromptDataModule(LightningDataModule):
     """Prompts given inline or as a file, planned into per-rank batches of ``batch_size``.
 
+    On the command line either option is the run's prompt list: it replaces whatever the configs give for
+    both, unless both options are on the command line (then both are inverted, the inline ones first).
+
     Args:
         prompts: prompts given inline (``--data.prompts='[a red circle, a blue star]'``).
-        prompts_file: a ``.txt`` (one prompt a line), ``.jsonl`` or ``.csv`` file (``--data.prompts_file=PATH``).
+        prompts_file: a ``.txt`` (one prompt a line), ``.jsonl`` or ``.csv`` file (``--data.prompts_file=PATH``);
+            ``configs/prompts/`` holds examples.
         batch_size: prompts inverted together on each device.
         seed: base seed; each prompt's seed is derived from it and the prompt's id unless the file gives one.
         steps: optimisation steps per batch (linked to ``model.steps`` by the CLI).

@@ -16,7 +16,7 @@ from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from clip_inversion.core.augment import Augment
+from clip_inversion.core.augment import Augment, build_augmentations
 from clip_inversion.core.clip import CLIPSpec, load_clip
 from clip_inversion.core.image import MAX_SIZE, ImageParam, PixelImage
 from clip_inversion.core.inverter import Clamp, Inverter, Member, adam
@@ -48,7 +48,9 @@ class CLIPInversion(LightningModule):
         steps: optimisation steps per batch of prompts.
         init_size: side of the images at the start, in pixels (a resolution schedule can grow them).
         copies: augmented copies of each image per step.
-        augmentations: augmentations of each copy (``None``: the reference's random affine; ``[]``: none).
+        augmentations: augmentations of each copy, as ``{class_path, init_args}`` specs of Kornia augmentations
+            (or modules, from Python), e.g. ``[{class_path: kornia.augmentation.RandomAffine, init_args: {p: 0.5}}]``
+            (configs/augment/all.yaml names them all); ``None``: the reference's random affine; ``[]``: none.
         distance: ``"l2"`` (the reference's ``||u - v||``) or ``"cosine"`` (``1 - cos``).
         tv: weight of the released four-direction total variation.
         l1: weight of the L1 norm of the image.
@@ -72,7 +74,7 @@ class CLIPInversion(LightningModule):
         steps: int = 300,
         init_size: int = 32,
         copies: int = 8,
-        augmentations: list[nn.Module] | None = None,
+        augmentations: list[dict] | None = None,
         distance: Distance = "l2",
         tv: float = 0.005,
         l1: float = 0.0,
@@ -111,10 +113,10 @@ class CLIPInversion(LightningModule):
         if init_image is not None:
             load_image(init_image)  # fails now, before any model loads, if unreadable
         self.image_factory, self.init_image = image, init_image
-        self.augment = Augment(augmentations, copies)
+        self.augment = Augment(build_augmentations(augmentations), copies)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.inverter: Inverter | None = None  # made by configure_model, after the prompts were checked
-        self.step_fn: Callable[[int], dict[str, Tensor]] | None = None  # the inverter, compiled or not
+        self.step_fn: Callable[[Tensor, int], dict[str, Tensor]] | None = None  # Inverter.terms, compiled or not
         self.prompts: PromptBatch | None = None
         self.strict_loading = False  # checkpoints leave the frozen CLIPs out
 
@@ -132,7 +134,7 @@ class CLIPInversion(LightningModule):
             hp.clamp, hp.fused_warp, hp.channels_last,
         ).to(self.device)  # fmt: skip
         mode = "reduce-overhead" if self.device.type == "cuda" else None  # CUDA graphs on a GPU
-        self.step_fn = torch.compile(self.inverter, mode=mode) if hp.compile else self.inverter
+        self.step_fn = torch.compile(self.inverter.terms, mode=mode) if hp.compile else self.inverter.terms
 
     def on_train_batch_start(self, batch: PromptBatch, batch_idx: int) -> int | None:
         if batch.skip:  # every prompt of this epoch is already in the manifest
@@ -149,7 +151,7 @@ class CLIPInversion(LightningModule):
 
     def training_step(self, batch: PromptBatch, batch_idx: int) -> Tensor:
         with self._explain_oom():
-            terms = self.step_fn(batch_idx)
+            terms = self.step_fn(self.inverter.image(), batch_idx)
         loss = self.inverter.loss(terms, batch_idx + 1)
         # Logging reads the values back to the host (a device sync): only on the steps the logger records.
         logging_step = (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0

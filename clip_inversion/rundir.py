@@ -1,8 +1,10 @@
-"""The run directory: safe file names, atomic image writes and the ``manifest.jsonl`` of finished prompts.
+"""The run directory: safe file names, atomic image writes, the ``manifest.jsonl`` of finished prompts and
+the ``run.json`` of the settings that made them.
 
 A prompt is finished when its line is in the manifest; its image is written (through a temporary file
 and a rename) before that line, so a run killed at any moment leaves no half-written file and no line
-without its image.
+without its image. ``run.json`` holds the settings that shape an image; a directory holding results is
+only continued with the same settings, so a manifest never mixes images made in different ways.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image
@@ -22,6 +26,8 @@ from torchvision.utils import save_image
 from clip_inversion.errors import UsageError
 
 MANIFEST = "manifest.jsonl"
+RUN_FILE = "run.json"
+RESULTS = (MANIFEST, RUN_FILE, "images", "snapshots", "checkpoints")  # what --fresh deletes
 
 
 def safe_name(text: str, max_length: int = 60) -> str:
@@ -96,6 +102,61 @@ def finished(run_dir: str | Path) -> set[tuple[str, str]]:
     return {
         (r["id"], r["prompt"]) for r in read_records(run_dir) if r["image"] is None or (run_dir / r["image"]).is_file()
     }
+
+
+def has_results(run_dir: str | Path) -> bool:
+    """Whether a run directory holds finished prompts or a checkpoint to resume from."""
+    return bool(read_records(run_dir)) or (Path(run_dir) / "checkpoints" / "last.ckpt").is_file()
+
+
+def claim(run_dir: str | Path, settings: dict[str, Any], fresh: bool = False, write: bool = True) -> None:
+    """Make ``run_dir`` the home of a run with these settings, recorded in ``run.json``.
+
+    A directory without results takes any settings; one with results only the settings it was made with.
+    Nothing is written or deleted when the settings are refused.
+
+    Args:
+        run_dir: the run directory (created if missing).
+        settings: ``{dotted option: JSON value}`` of every setting that shapes an image.
+        fresh: delete the directory's images, snapshots, manifest and checkpoints first (``--fresh``).
+        write: record the settings (only the first process of a run does).
+
+    Raises:
+        UsageError: the directory holds results made with other (or unrecorded) settings; the message names
+            the directory, the settings that differ and the two ways out.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / RUN_FILE
+    if fresh:
+        for name in RESULTS:
+            target = run_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    elif has_results(run_dir):
+        before = json.loads(path.read_text(encoding="utf-8"))["settings"] if path.is_file() else None
+        if before == settings:
+            return
+        what = differences(before, settings) if before else "settings it does not record (an older clip-inversion)"
+        raise UsageError(
+            f"{run_dir} holds results made with {what}: give this run its own --trainer.default_root_dir, "
+            "or pass --fresh to delete that run's images, manifest and checkpoints and start it again"
+        )
+    if not write:
+        return
+    check_writable(run_dir)
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"settings": settings}, f, indent=1, ensure_ascii=False)
+    os.replace(tmp, path)
+
+
+def differences(before: dict[str, Any], now: dict[str, Any]) -> str:
+    """``"model.steps 200 -> 50, model.tv 0.05 -> 0.1"``: every setting whose value differs."""
+    keys = [k for k in dict.fromkeys([*before, *now]) if before.get(k) != now.get(k)]
+    return "other settings (" + ", ".join(f"{k} {_show(before.get(k))} -> {_show(now.get(k))}" for k in keys) + ")"
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass

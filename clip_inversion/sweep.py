@@ -15,6 +15,7 @@ Rerunning the command resumes the sweep: finished prompts are skipped.
 from __future__ import annotations
 
 import argparse
+import hashlib
 from pathlib import Path
 
 import yaml
@@ -30,8 +31,13 @@ def model_args(model: str) -> list[str]:
 
 
 def model_dir(root: str | Path, model: str) -> Path:
-    """The run directory of one model of a sweep."""
-    return Path(root) / safe_name(model.replace("@", "-"), max_length=80)
+    """The run directory of one model of a sweep: its name as a slug, with a hash of the whole name when the
+    slug had to be cut (two long paths that share their first 80 characters still get two directories)."""
+    name = model.replace("@", "-")
+    slug = safe_name(name, max_length=80)
+    if slug != safe_name(name, max_length=len(name) + 1):
+        slug = f"{slug[:71]}-{hashlib.sha256(model.encode()).hexdigest()[:8]}"
+    return Path(root) / slug
 
 
 def main(args: list[str] | None = None) -> None:

@@ -1,6 +1,7 @@
 """The user's path: ``clip-inversion fit --config configs/...yaml`` through ``main``."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,11 +44,32 @@ def test_quickstart_config_runs_end_to_end(tmp_path):
         assert (tmp_path / record["image"]).is_file()
         assert record["model"] == "toy-subject" and record["steps"] == 6 and record["resolution"] == 48
         assert -1 <= record["cosine"] <= 1
+    assert record["models"] == [{"model": "toy-subject", "weight": 1.0, "random_weights": False}]
     (events,) = (tmp_path / "lightning_logs" / "version_0").glob("events.out.tfevents.*")
-    tags = EventAccumulator(str(events)).Reload().Tags()
+    logged = EventAccumulator(str(events), size_guidance={"images": 0}).Reload()
+    tags = logged.Tags()
     assert {"progress/epoch-0000", "progress/epoch-0001"} <= set(tags["images"])
+    grid = logged.Images("progress/epoch-0000")[-1]
+    assert grid.height > grid.width / 2  # two 48 px images, each scaled to 128 px wide, with its label below
     assert "train/loss" in tags["scalars"] and "cosine/00000_a-red-circle" in tags["scalars"]
     assert "config" in " ".join(tags["tensors"])  # the config, as text
+    # HParams: the prompts and the recipe beside the run's real score (the mean final cosine, not a placeholder)
+    (hp_cosine,) = logged.Scalars("hp/cosine")
+    assert hp_cosine.value == pytest.approx(sum(r["cosine"] for r in lines) / 3, abs=1e-6)
+    assert "hp_metric" not in tags["scalars"]
+    hparams = hparams_of(events)
+    assert "a blue star" in hparams["data.prompts"].string_value and hparams["model.steps"].number_value == 6
+
+
+def hparams_of(events: Path) -> dict:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    for event in EventFileLoader(str(events)).Load():
+        for value in event.summary.value:
+            if value.tag == "_hparams_/session_start_info":
+                return dict(HParamsPluginData.FromString(value.metadata.plugin_data.content).session_start_info.hparams)
+    raise AssertionError("no hyperparameters logged")
 
 
 def test_prompts_file_is_read(tmp_path):
@@ -262,3 +284,94 @@ def test_fast_settings_run_and_log_only_on_logging_steps(tmp_path, monkeypatch):
     assert cli.trainer.logged_metrics["train/loss"].dtype == torch.float32  # the objective stays fp32 in bf16
     assert cli.model.hparams.fused_warp and cli.model.augment.fusable and cli.trainer.precision == "bf16-mixed"
     assert (tmp_path / "manifest.jsonl").is_file()
+
+
+def test_prompts_on_the_command_line_replace_the_configs(tmp_path, capsys):
+    prompts = [f"a {c} {s}" for c in ("red", "blue", "green", "yellow") for s in ("star", "circle", "cross")]
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_text("\n".join(prompts) + "\n")
+    common = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--model.steps=1", "--data.batch_size=12"]
+    common += ["--trainer.enable_progress_bar=false", "--trainer.logger=false"]
+
+    def inverted(run_dir: Path, *args: str) -> list[str]:
+        main([*common, f"--trainer.default_root_dir={run_dir}", *args])
+        return [json.loads(line)["prompt"] for line in (run_dir / "manifest.jsonl").read_text().splitlines()]
+
+    # the quickstart config holds six prompts of its own: none of them is inverted
+    assert sorted(inverted(tmp_path / "file", f"--data.prompts_file={prompts_file}")) == sorted(prompts)
+    assert inverted(tmp_path / "inline", "--data.prompts=[a purple star]") == ["a purple star"]
+    both = inverted(tmp_path / "both", "--data.prompts=[a purple star]", f"--data.prompts_file={prompts_file}")
+    assert sorted(both) == sorted(["a purple star", *prompts])
+
+
+def test_a_run_directory_resumes_its_own_settings_and_refuses_others(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    command = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--data.prompts=[a red star, a blue cross]"]
+    command += [f"--trainer.default_root_dir={run_dir}", "--trainer.enable_progress_bar=false", "--model.steps=2"]
+    main(command)
+    assert f"2 of 2 prompts finished in {run_dir}" in capsys.readouterr().err
+    manifest = (run_dir / "manifest.jsonl").read_bytes()
+    images = {p: p.stat().st_mtime_ns for p in (run_dir / "images").iterdir()}
+    versions = sorted((run_dir / "lightning_logs").iterdir())
+
+    main(command)  # the same command again: nothing to do, and it says so
+    said = capsys.readouterr().err.strip()
+    assert said == f"clip-inversion: Nothing left to do: 2 of 2 prompts finished in {run_dir}"
+
+    with pytest.raises(SystemExit) as exit_:  # another setting in the same directory: refused, nothing touched
+        main([*command, "--model.steps=3", "--model.tv=0.5"])
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"clip-inversion: error: {run_dir} holds results made with other settings")
+    assert "model.steps 2 -> 3" in line and re.search(r"model\.tv [0-9.]+ -> 0\.5", line)
+    assert "--trainer.default_root_dir" in line and "--fresh" in line
+    assert (run_dir / "manifest.jsonl").read_bytes() == manifest
+    assert {p: p.stat().st_mtime_ns for p in (run_dir / "images").iterdir()} == images
+    assert sorted((run_dir / "lightning_logs").iterdir()) == versions
+
+    main([*command, "--model.steps=3", "--fresh"])  # the explicit way to start it again
+    assert [json.loads(line)["steps"] for line in (run_dir / "manifest.jsonl").read_text().splitlines()] == [3, 3]
+    assert json.loads((run_dir / "run.json").read_text())["settings"]["model.steps"] == 3
+
+
+def test_the_manifest_marks_models_with_random_weights():
+    from clip_inversion.core.clip import CLIPSpec
+
+    assert CLIPSpec("ViT-B-16").random_weights  # an architecture alone: random
+    assert not CLIPSpec("ViT-B-16", "openai").random_weights and not CLIPSpec("toy-subject").random_weights
+    assert not CLIPSpec("local-dir:/some/where").random_weights
+
+
+def test_only_fit_is_offered_and_its_help_is_short():
+    result = subprocess.run([sys.executable, "-m", "clip_inversion", "--help"], capture_output=True, text=True)
+    assert "{fit}" in result.stdout and "validate" not in result.stdout and "predict" not in result.stdout
+    result = subprocess.run([sys.executable, "-m", "clip_inversion", "fit", "--help"], capture_output=True, text=True)
+    lines = result.stdout.splitlines()
+    assert len(lines) < 800, len(lines)  # every torch.nn.Module under --model.augmentations made it 2,400
+    assert any("kornia.augmentation.RandomAffine" in line for line in lines)  # augmentations by example
+
+
+def test_a_cpu_run_uses_the_idle_cores_unless_told(monkeypatch):
+    import os
+
+    from clip_inversion.cli import idle_cores
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.6, 0.0, 0.0), raising=False)
+    assert idle_cores() == 1  # two cores, one and a half busy with other jobs: one thread, not two
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0), raising=False)
+    assert idle_cores() == 2
+    monkeypatch.setattr(os, "getloadavg", lambda: (7.0, 0.0, 0.0), raising=False)
+    assert idle_cores() == 1
+
+
+def test_a_run_says_only_what_matters(tmp_path):
+    args = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--model.steps=2", "--data.prompts=[a red star]"]
+    args += [f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"]
+    result = subprocess.run([sys.executable, "-m", "clip_inversion", *args], capture_output=True, text=True, check=True)
+    # no banner, tips, seed notice, deprecation warnings or open_clip log lines: our own lines only
+    assert result.stderr.splitlines() == [
+        "ResolutionSchedule milestones at steps [100] come after the last step (--model.steps=2): never reached",
+        f"clip-inversion: 1 of 1 prompts finished in {tmp_path}",
+    ]
+    assert result.stdout == ""

@@ -64,6 +64,7 @@ def case(id: str, message: str, args: list[str] = (), files: dict | None = None,
 
 
 SCHEDULE = "--trainer.callbacks+=clip_inversion.callbacks.ResolutionSchedule"
+MANIFEST_LINE = '{"id": "00000", "prompt": "a red circle", "image": null}\n'  # a finished prompt
 CASES = [
     # prompts
     case("empty-prompt", "prompt 1 of --data.prompts is empty", ["--data.prompts=[a red star, '  ']"]),
@@ -109,6 +110,8 @@ CASES = [
     case("zero-learning-rate", "--model.optimizer: the learning rate must be positive", ["--model.optimizer=SGD", "--model.optimizer.lr=0"]),
     case("unknown-nsfw-action", "Parser key \"writer.nsfw\": Does not validate", ["--writer.nsfw=hide"]),
     case("nsfw-threshold-out-of-range", "--writer.nsfw_threshold must be in (0, 1], not 2.0", ["--writer.nsfw=blur", "--writer.nsfw_threshold=2"]),
+    case("augmentation-unknown", "--model.augmentations: module 'kornia.augmentation' has no attribute 'RandomWarp'",
+         ["--model.augmentations=[{class_path: kornia.augmentation.RandomWarp}]"]),
     case("huge-image", "--model.init_size must be at most 2048", ["--model.init_size=100000"]),
     case("zero-batch-size", "--data.batch_size must be at least 1", ["--data.batch_size=0"]),
     case("schedule-not-increasing", "growing sizes", [SCHEDULE, "--trainer.callbacks.milestones={10: 96, 20: 80}"]),
@@ -124,6 +127,10 @@ CASES = [
     case("no-such-accelerator", "(--trainer.accelerator, --trainer.devices, --trainer.strategy)", ["--trainer.accelerator=gpu"]),
     case("run-dir-not-writable", "cannot write {tmp}/file/run", ["--trainer.default_root_dir={tmp}/file/run"],
          {"file": "a file, not a directory"}),
+    case("run-dir-other-settings", "{tmp} holds results made with other settings (model.steps 999 -> 200",
+         ["--trainer.default_root_dir={tmp}"], {"manifest.jsonl": MANIFEST_LINE, "run.json": '{"settings": {"model.steps": 999}}'}),
+    case("run-dir-unrecorded-settings", "{tmp} holds results made with settings it does not record",
+         ["--trainer.default_root_dir={tmp}"], {"manifest.jsonl": MANIFEST_LINE}),
     case("checkpoint-missing", "--ckpt_path={tmp}/none.ckpt: no such file", ["--ckpt_path={tmp}/none.ckpt"]),
     case("checkpoint-damaged", "--ckpt_path={tmp}/bad.ckpt: the file is damaged", ["--ckpt_path={tmp}/bad.ckpt"],
          {"bad.ckpt": TRUNCATED_CHECKPOINT}),
@@ -163,8 +170,8 @@ def test_bad_input_is_refused_in_one_line_with_exit_2(bad: Case, tmp_path, capsy
     with pytest.raises(SystemExit) as exit_:
         main(["fit", "--config", QUICKSTART, "--trainer.enable_progress_bar=false", *args])
     assert exit_.value.code == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("clip-inversion: error: ")]
-    assert len(err) == 1, "exactly one error line"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("clip-inversion: error: "), "one error line, nothing before it"
     assert bad.message.replace("{tmp}", str(tmp_path)) in err[0]
     assert not marker.exists(), "code from a file was run"
     assert bad.id in MODEL_CASES or not loaded, "a model was loaded before the input was checked"
@@ -204,12 +211,15 @@ def test_a_prompt_longer_than_the_context_is_truncated_with_a_warning_naming_it(
     assert [r["prompt"] for r in records(tmp_path)] == [long_prompt.strip()]
 
 
-def test_a_milestone_after_the_last_step_is_warned_about():
+def test_a_milestone_after_the_last_step_is_warned_about(caplog):
     from clip_inversion.callbacks import ResolutionSchedule
     from clip_inversion.module import CLIPInversion
 
-    with pytest.warns(UserWarning, match=re.escape("steps [500] come after the last step (--model.steps=200)")):
-        ResolutionSchedule({100: 64, 500: 96}).setup(None, CLIPInversion(steps=200), "fit")
+    ResolutionSchedule({100: 64, 500: 96}).setup(None, CLIPInversion(steps=200), "fit")
+    (record,) = caplog.records  # one line that names the setting, not a Lightning frame
+    assert (
+        record.levelname == "WARNING" and "steps [500] come after the last step (--model.steps=200)" in record.message
+    )
 
 
 def test_more_ranks_than_prompts_pad_without_writing_twice():
@@ -224,16 +234,16 @@ def nan_for_the_second_prompt_from_step_4(monkeypatch) -> list[torch.Tensor]:
     """Make prompt 1's loss NaN from the 4th step of the inverter on; returns each step's images."""
     from clip_inversion.core.inverter import Inverter
 
-    original, images = Inverter.forward, []
+    original, images = Inverter.terms, []
 
-    def forward(self, step):
-        images.append(self.image.pixels.detach().clone())  # the images this step's loss is computed on
-        terms = original(self, step)
+    def terms(self, pixels, step):
+        images.append(pixels.detach().clone())  # the images this step's loss is computed on
+        terms = original(self, pixels, step)
         if len(images) >= 4:  # a NaN that also poisons the gradient of prompt 1
             terms["loss"] = terms["loss"] * torch.tensor([1.0, float("nan"), 1.0])
         return terms
 
-    monkeypatch.setattr(Inverter, "forward", forward)
+    monkeypatch.setattr(Inverter, "terms", terms)
     return images
 
 

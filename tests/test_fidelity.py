@@ -19,12 +19,14 @@ import torch.nn.functional as F
 from lightning import Callback
 from open_clip.transformer import QuickGELU
 from safetensors.torch import save_file
+from torchvision.io import decode_image
 
 from clip_inversion.callbacks import ResolutionSchedule
 from clip_inversion.cli import main, run
 from clip_inversion.core.augment import step_keys
 from clip_inversion.core.clip import FrozenCLIP
 from clip_inversion.core.image import PixelImage
+from clip_inversion.rundir import read_records
 
 PROMPTS = ["a red circle", "a blue star"]
 
@@ -118,6 +120,12 @@ def test_paper_config_is_the_released_loop_step_for_step(tmp_path):
         for step, (mine, theirs) in enumerate(zip(ours, oracle)):
             torch.testing.assert_close(mine, theirs, atol=1e-6, rtol=0, msg=f"{prompt!r}, step {step}")
         assert any((image < 0).any() or (image > 1).any() for image in ours)  # the model saw unclamped images
+        # saved as released: save_image(normalize=True, scale_each=True), min-max normalised on its own
+        (line,) = [r for r in read_records(tmp_path) if r["prompt"] == prompt]
+        saved = decode_image(str(tmp_path / line["image"])).float() / 255
+        final = ours[-1][0]
+        expected = (final - final.min()) / (final.max() - final.min())
+        assert (saved - expected).abs().max() <= 0.5 / 255 + 1e-6
 
 
 def plant_openai_weights(cache: Path) -> None:

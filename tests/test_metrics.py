@@ -114,6 +114,9 @@ def test_judge_scores_are_logged_to_tensorboard_during_a_run(tmp_path):
     final = score_run(tmp_path, "toy-judge")  # the last logged aggregate is the run's score, to PNG precision
     assert accumulator.Scalars("judge/cosine")[-1].value == pytest.approx(final["judge_cosine"], abs=0.02)
     assert len(records) == 3
+    # the HParams tab's metrics: the judge's final aggregates beside the inverted model's mean cosine
+    assert accumulator.Scalars("hp/judge_cosine")[-1].value == accumulator.Scalars("judge/cosine")[-1].value
+    assert accumulator.Scalars("hp/judge_accuracy")[-1].value == accumulator.Scalars("judge/accuracy")[-1].value
 
 
 def test_component_scores_read_which_term_an_image_holds(judge):

@@ -81,15 +81,15 @@ def test_the_objective_stays_fp32_inside_a_bf16_mixed_step(tmp_path, monkeypatch
     from clip_inversion.core.inverter import Inverter
 
     seen = []
-    forward = Inverter.forward
+    terms_of = Inverter.terms
 
-    def spy(self, step):
+    def spy(self, images, step):
         assert torch.is_autocast_enabled("cpu")  # inside Lightning's bf16 autocast
-        terms = forward(self, step)
+        terms = terms_of(self, images, step)
         seen.append({k: v.dtype for k, v in terms.items()})
         return terms
 
-    monkeypatch.setattr(Inverter, "forward", spy)
+    monkeypatch.setattr(Inverter, "terms", spy)
     module = CLIPInversion(steps=2, init_size=16, copies=2, l1=0.001)
     make_trainer(tmp_path, precision="bf16-mixed").fit(module, PromptDataModule(PROMPTS[:2], batch_size=2, steps=2))
     assert seen and all(dtypes == dict.fromkeys(dtypes, torch.float32) for dtypes in seen)

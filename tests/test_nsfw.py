@@ -75,7 +75,7 @@ def test_withheld_images_stay_off_disk_and_out_of_tensorboard(tmp_path, flag_sec
     (events,) = tmp_path.glob("lightning_logs/version_0/events.out.tfevents.*")
     (last, *_) = EventAccumulator(str(events)).Reload().Images("progress/epoch-0000")[::-1]
     grid = decode_image(torch.frombuffer(bytearray(last.encoded_image_string), dtype=torch.uint8))
-    tiles = [grid[:, 2:34, 2:34], grid[:, 2:34, 36:68]]  # make_grid: 32 px images, 2 px padding
+    tiles = [grid[:, 2:130, 2:130], grid[:, 2:130, 132:260]]  # 128 px labelled tiles, make_grid's 2 px padding
     assert tiles[0].float().std() > 10 and (tiles[1].int() - 128).abs().max() <= 1  # the flagged one is grey
     run_screened(tmp_path, "withhold")  # a rerun keeps the withheld prompt finished: nothing is redone
     assert len((tmp_path / "manifest.jsonl").read_text().splitlines()) == 2

@@ -28,8 +28,7 @@ def sweep_args(tmp_path: Path, run_dir: Path, steps: int) -> list[str]:
         "--config",
         str(CONFIGS / "quickstart.yaml"),
         f"--model.steps={steps}",
-        "--data.prompts=null",
-        f"--data.prompts_file={prompts}",
+        f"--data.prompts_file={prompts}",  # the run's prompts: the quickstart's own are not inverted
         "--data.batch_size=3",
         f"--trainer.default_root_dir={run_dir}",
         "--trainer.enable_progress_bar=false",
@@ -60,6 +59,8 @@ def test_two_processes_invert_every_prompt_once_as_one_process_would(tmp_path):
     run([*sweep_args(tmp_path, tmp_path / "one", steps=4), "--trainer.devices=1"])
     one = images_of(tmp_path / "one")
     assert sorted(two) == sorted(one) and len(one) == len(PROMPTS)
+    written = [json.loads(line)["prompt"] for line in (tmp_path / "two" / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(written) == sorted(PROMPTS)  # each prompt of the file once, none of the config's
     for prompt_id, image in one.items():
         # Same seeds, same batches: the same image up to PNG rounding (documented in docs/scaling.md).
         assert (two[prompt_id] - image).abs().max() <= 2 / 255, prompt_id
@@ -153,3 +154,12 @@ def test_a_prompt_rerun_alone_gives_the_image_it_got_in_its_batch(tmp_path):
     in_batch, by_itself = images_of(tmp_path / "b")["p1"], images_of(tmp_path / "a")["p1"]
     # Same start, same augmentation draws; only the batched arithmetic differs.
     assert (in_batch - by_itself).abs().max() <= 2 / 255
+
+
+def test_two_long_model_paths_get_two_run_directories():
+    from clip_inversion.sweep import model_dir
+
+    stem = "local-dir:/a/very/long/path/where/the/toy/models/of/a/data/scale/study/were/trained/"
+    small, large = model_dir("runs", stem + "small-data"), model_dir("runs", stem + "more-data")
+    assert small != large and len(small.name) <= 80 and len(large.name) <= 80
+    assert model_dir("runs", "toy-subject") == Path("runs/toy-subject")  # short names stay as they were

@@ -19,8 +19,9 @@ falls back to a loop over prompts with Kornia's own sampling (warned about once)
 
 from __future__ import annotations
 
+import importlib
+import logging
 import math
-import warnings
 from collections.abc import Callable
 
 import kornia.augmentation as K
@@ -32,6 +33,8 @@ from kornia.geometry.transform import warp_affine
 from torch import Tensor, nn
 
 from clip_inversion.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 # SplitMix64's constants as signed int64 (torch has no uint64 arithmetic; products wrap modulo 2^64).
 _GAMMA = 0x9E3779B97F4A7C15 - 2**64
@@ -139,6 +142,25 @@ class RandomResizedCrop(nn.Module):
         )  # (N, 2, 3): output coordinates in [-1, 1] -> input coordinates of the crop
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
         return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def build_augmentations(specs: list[dict | nn.Module] | None) -> list[nn.Module] | None:
+    """Modules from YAML's ``{class_path, init_args}`` specs (modules are kept; ``None`` stays ``None``).
+
+    Raises:
+        UsageError: a spec names no class that can be imported, or arguments it does not take.
+    """
+    try:
+        return None if specs is None else [s if isinstance(s, nn.Module) else _instantiate(s) for s in specs]
+    except (ImportError, AttributeError, TypeError, ValueError, KeyError) as e:
+        raise UsageError(
+            f"--model.augmentations: {e} (each needs a full class_path, e.g. kornia.augmentation.RandomAffine)"
+        ) from e
+
+
+def _instantiate(spec: dict) -> nn.Module:
+    module, _, name = spec["class_path"].rpartition(".")
+    return getattr(importlib.import_module(module), name)(**spec.get("init_args", {}))
 
 
 def reference_augmentations() -> list[nn.Module]:
@@ -255,10 +277,10 @@ class Augment(nn.Module):
         self.copies = copies
         slow = [type(t).__name__ for t in self.transforms if not _counter_based(t)]
         if slow:
-            warnings.warn(
-                f"{', '.join(slow)} cannot be drawn per prompt in one call: every step loops over the prompts "
-                "for it (slower on a GPU, and the step cannot be compiled as one graph)",
-                stacklevel=2,
+            log.warning(  # one line naming the setting, not a traceback-like frame of ours
+                "%s cannot be drawn per prompt in one call (--model.augmentations): every step loops over the "
+                "prompts for it (slower on a GPU, and the step cannot be compiled as one graph)",
+                ", ".join(slow),
             )
 
     @property

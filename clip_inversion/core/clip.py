@@ -68,6 +68,12 @@ class CLIPSpec:
     force_quick_gelu: bool = False
 
     @property
+    def random_weights(self) -> bool:
+        """Whether loading gives random weights: an open_clip architecture named without a tag or a file."""
+        bundled_or_dir = self.model_name in BUNDLED or self.model_name.startswith(("local-dir:", "hf-hub:"))
+        return self.pretrained is None and not bundled_or_dir
+
+    @property
     def label(self) -> str:
         """A short human-readable name, as written to manifests: ``name`` or ``name:tag``."""
         if self.pretrained and not Path(self.pretrained).exists():
@@ -175,16 +181,34 @@ def load_clip(spec: CLIPSpec) -> FrozenCLIP:
     cfg = model.visual.preprocess_cfg
     size = model.visual.image_size
     size = (size, size) if isinstance(size, int) else tuple(size)
-    tokenizer = open_clip.get_tokenizer(name, cache_dir=spec.cache_dir)
+    with _root_logging_muted():
+        tokenizer = open_clip.get_tokenizer(name, cache_dir=spec.cache_dir)
     return FrozenCLIP(model, tokenizer, spec.image_mean or cfg["mean"], spec.image_std or cfg["std"], size)
 
 
 def _create(name: str, pretrained: str | None, kwargs: dict) -> nn.Module:
     try:
-        return open_clip.create_model(name, pretrained=pretrained, weights_only=True, **kwargs)
+        with _root_logging_muted():
+            return open_clip.create_model(name, pretrained=pretrained, weights_only=True, **kwargs)
     except Exception as e:  # deserialisers of damaged files raise almost any type: all mean "cannot load"
         what = f"{name} + {pretrained}" if pretrained else name
         raise CLIPLoadError(f"could not load {what}: {describe_load_error(e)}") from e
+
+
+@contextmanager
+def _root_logging_muted() -> Iterator[None]:
+    """Keep open_clip's messages to the root logger (which configure it on first use) off the terminal where
+    nothing else configured logging: a failure is reported once, by our own error, and random weights by
+    our own warning."""
+    root, handler = logging.getLogger(), logging.NullHandler()
+    if root.handlers:  # logging is configured: messages go where it says
+        yield
+        return
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
 
 
 def _create_from_hub(name: str, pretrained: str | None, kwargs: dict, what: str) -> nn.Module:

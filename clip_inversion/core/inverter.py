@@ -10,7 +10,7 @@ A plain loop inverts with it (:meth:`Inverter.step` is one such step)::
         inverter.step(optimizer, step)
 
 ``forward`` has no loop over prompts, no host synchronisation and no host-to-device copy, so it compiles as
-one graph (``torch.compile(inverter, fullgraph=True)``).
+one graph (``torch.compile(inverter.terms, fullgraph=True)``).
 """
 
 from __future__ import annotations
@@ -158,7 +158,11 @@ class Inverter(nn.Module):
         """Each prompt's loss terms at ``step``: ``distance``, ``tv``/``l1`` (when weighted), ``loss``, each
         ``(P,)`` float32; ``distance_<i>`` for each member of an ensemble. Prompt ``p``'s copies depend on
         ``(seeds[p], step)`` only."""
-        images = self.image()
+        return self.terms(self.image(), step)
+
+    def terms(self, images: Tensor, step: int | Tensor) -> dict[str, Tensor]:
+        """:meth:`forward` for given ``(P, 3, H, W)`` images: the part to compile, which stays the same graph when
+        a new batch or an upsampling replaces the image parameters."""
         terms: dict[str, Tensor] = {}
         # The regularisers first, as the released loop orders them: autograd then sums the image's gradient
         # contributions in the same order, so the paper config matches it bit for bit.

@@ -1,1 +1,1 @@
-"""Studies of inverted images: independent judges, attribute probes, experiments and their reports."""
+"""Studies of inverted images: independent judges, evaluations against real images, attribute probes, experiments."""

@@ -40,6 +40,7 @@ class JudgeScores(Callback):
         candidates: list[str] | None = None,
     ) -> None:
         self.spec, self.every_n_steps, self.candidates = CLIPSpec(judge, pretrained), every_n_steps, candidates
+        self.scores: dict[str, float] = {}  # the session's judge/cosine and judge/accuracy so far: the HParams tab's
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         prompts = list(dict.fromkeys(p.text for p in trainer.datamodule.all_prompts()))
@@ -80,6 +81,8 @@ class JudgeScores(Callback):
         aggregate = None
         if step == last:  # every rank takes part in the synchronisation
             aggregate = (self.run_cosine.compute().item(), self.run_accuracy.compute()["prompt"].item())
+            if not any(math.isnan(v) for v in aggregate):
+                self.scores = dict(zip(("judge/cosine", "judge/accuracy"), aggregate))
         experiment = getattr(trainer.logger, "experiment", None)
         if not trainer.is_global_zero or not hasattr(experiment, "add_scalar"):
             return

@@ -52,6 +52,8 @@ class _PerPrompt(Metric):
         self.add_state("count", torch.zeros(len(self.prompts)), dist_reduce_fx="sum")
 
     def _embed(self, images: Tensor) -> Tensor:
+        if images.dim() == 2:  # (N, D): the judge's unit image embeddings, already computed
+            return images.to(self.text.device, torch.float32)
         with torch.no_grad():
             return self.judge.encode_image(images.to(self.text.device, torch.float32))
 
@@ -68,7 +70,8 @@ class JudgeCosine(_PerPrompt):
         prompts: the ``K`` prompts the images were inverted from.
         judge: the judge: a loaded model, a spec, or a model name (default: ``toy-judge``).
 
-    ``update(images, targets)``: ``images`` ``(N, 3, H, W)`` in [0, 1]; ``targets`` ``(N,)`` prompt indices or
+    ``update(images, targets)``: ``images`` ``(N, 3, H, W)`` in [0, 1] (or ``(N, D)``, the judge's unit image
+    embeddings of them); ``targets`` ``(N,)`` prompt indices or
     the prompts themselves. ``compute()``: the mean cosine over all images, a scalar in [-1, 1];
     :meth:`per_prompt`: ``(K,)`` mean cosine of each prompt's images (NaN for a prompt with none).
     """
