@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 import yaml
-from jsonargparse import ArgumentParser
 from lightning import Callback, LightningModule, Trainer
 from torch.profiler import ProfilerActivity, profile
 
+from clip_inversion.core.augment import build_augmentations
 from clip_inversion.core.clip import CLIPSpec
 from clip_inversion.data import PromptDataModule
 from clip_inversion.module import CLIPInversion
@@ -47,11 +47,7 @@ class CountStep(Callback):
 
 def augmentations(path: str) -> list[torch.nn.Module]:
     """The ``model.augmentations`` of a config file, built as the CLI builds them."""
-    parser = ArgumentParser()
-    parser.add_argument("--augmentations", type=list[torch.nn.Module])
-    listed = yaml.safe_load(Path(path).read_text())["model"]["augmentations"]
-    config = parser.parse_object({"augmentations": listed})
-    return parser.instantiate_classes(config).augmentations
+    return build_augmentations(yaml.safe_load(Path(path).read_text())["model"]["augmentations"])
 
 
 def count(prompts: int, warmup: int = 3, transforms: list[torch.nn.Module] | None = None) -> int:
