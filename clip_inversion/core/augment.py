@@ -234,10 +234,10 @@ def _apply_color_jitter(jitter: K.ColorJitter, views: Tensor, u: Tensor) -> Tens
     return torch.where((u[:, 0] < jitter.p).view(-1, 1, 1, 1), out, views)
 
 
-def _apply_noise(noise: K.RandomGaussianNoise, views: Tensor, keys: Tensor, stream: int) -> Tensor:
-    """Gaussian noise (Box-Muller from counter-based uniforms) on the views drawn with probability ``p``."""
+def _apply_noise(noise: K.RandomGaussianNoise, views: Tensor, u: Tensor) -> Tensor:
+    """Gaussian noise (Box-Muller from ``u`` ``(N, 1 + 2 * C * H * W)``) on the views drawn with probability
+    ``p``."""
     n = views[0].numel()
-    u = uniforms(keys, 1 + 2 * n, stream)
     radius = (-2 * (1 - u[:, 1 : 1 + n]).log()).sqrt()  # 1 - u is in (0, 1]: the log stays finite
     normal = radius * torch.cos(2 * torch.pi * u[:, 1 + n :])
     applied = (u[:, :1] < noise.p).to(views.dtype)
@@ -245,9 +245,11 @@ def _apply_noise(noise: K.RandomGaussianNoise, views: Tensor, keys: Tensor, stre
     return views + (normal.to(views.dtype) * std + mean).view_as(views) * applied.view(-1, 1, 1, 1)
 
 
-# Transforms drawn from counter-based uniforms: type -> (uniforms a view, apply(module, views, uniforms)).
-_DRAWN: dict[type, tuple[int, Callable[[nn.Module, Tensor, Tensor], Tensor]]] = {
+# Transforms drawn from counter-based uniforms: type -> (uniforms a view, or a function of the views giving it;
+# apply(module, views, uniforms)).
+_DRAWN: dict[type, tuple[int | Callable[[Tensor], int], Callable[[nn.Module, Tensor, Tensor], Tensor]]] = {
     K.RandomAffine: (7, _apply_affine),
+    K.RandomGaussianNoise: (lambda views: 1 + 2 * views[0].numel(), _apply_noise),
     K.RandomHorizontalFlip: (1, _apply_hflip),
     K.ColorJitter: (5, _apply_color_jitter),
     RandomColorShift: (RandomColorShift.draws, lambda t, v, u: t(v, u)),
@@ -257,7 +259,7 @@ _DRAWN: dict[type, tuple[int, Callable[[nn.Module, Tensor, Tensor], Tensor]]] = 
 
 def _counter_based(transform: nn.Module) -> bool:
     per_view = not getattr(transform, "same_on_batch", False)
-    return per_view and (type(transform) in _DRAWN or type(transform) is K.RandomGaussianNoise)
+    return per_view and type(transform) in _DRAWN
 
 
 class Augment(nn.Module):
@@ -300,10 +302,9 @@ class Augment(nn.Module):
         views = images.repeat_interleave(self.copies, dim=0)
         vkeys = self.view_keys(keys)
         for i, transform in enumerate(self.transforms):
-            if type(transform) is K.RandomGaussianNoise and _counter_based(transform):
-                views = _apply_noise(transform, views, vkeys, stream=i)
-            elif _counter_based(transform):
+            if _counter_based(transform):
                 count, apply = _DRAWN[type(transform)]
+                count = count(views) if callable(count) else count
                 views = apply(transform, views, uniforms(vkeys, count, stream=i))
             else:
                 views = self._per_prompt(transform, views, keys)
