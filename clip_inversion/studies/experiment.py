@@ -14,6 +14,12 @@ An experiment is a YAML file (``configs/experiments/*.yaml``)::
     control: toy-control-subject                # compare every other model's probe proportions with this one
     root: runs/planted-bias
 
+An experiment may instead name ``groups`` of models, each group several independently trained models of
+one condition (``{1k: [a, b, c], 10k: [d, e, f]}``, smallest first); ``models`` is then every group's
+models, and the report adds ``groups.csv``: each group's accuracy with a 95% interval over its models
+(training runs) and their images together, and its difference from the previous and the first group
+(``studies/groups.py``).
+
 ``clip-inversion-experiment --config FILE`` inverts every prompt x seed with every model into
 ``ROOT/<model>/`` (rerunning resumes), then writes ``ROOT/report/``: ``scores.csv`` (the judge's cosine and
 zero-shot accuracy with its 95% Wilson interval, per model and prompt), ``components.csv`` (for composite
@@ -40,7 +46,14 @@ from clip_inversion.core.clip import CLIPSpec
 from clip_inversion.core.targets import parse_target
 from clip_inversion.data import read_prompts
 from clip_inversion.rundir import read_manifest, safe_name
-from clip_inversion.studies.metrics import as_judge, component_scores, mean_subject_cosine, score_images
+from clip_inversion.studies.groups import group_rows
+from clip_inversion.studies.metrics import (
+    ZeroShotAccuracy,
+    as_judge,
+    component_scores,
+    mean_subject_cosine,
+    score_images,
+)
 from clip_inversion.studies.probes import AttributeSet, compare, probe, wilson_interval
 from clip_inversion.studies.report import grid_sheet
 from clip_inversion.sweep import model_args, model_dir
@@ -51,8 +64,8 @@ class Experiment:
     """One experiment: what to invert with which models, and how to score it (see the module docstring)."""
 
     name: str
-    models: list[str]
-    prompts: list[str]
+    models: list[str] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
     seeds: int = 8
     configs: list[str] = field(default_factory=lambda: ["configs/quickstart.yaml"])
     args: list[str] = field(default_factory=list)
@@ -62,8 +75,15 @@ class Experiment:
     candidates: str | None = None
     control: str | None = None
     root: str | None = None
+    groups: dict[str, list[str]] | None = None
 
     def __post_init__(self) -> None:
+        if self.groups:
+            self.groups = {str(k): list(v) for k, v in self.groups.items()}
+            grouped = [m for models in self.groups.values() for m in models]
+            if self.models and set(self.models) != set(grouped):
+                raise ValueError(f"experiment {self.name!r}: models and groups name different models; give one")
+            self.models = self.models or list(dict.fromkeys(grouped))
         if not self.models or not self.prompts or self.seeds < 1:
             raise ValueError(f"experiment {self.name!r} needs models, prompts and at least one seed")
         if self.control is not None and self.control not in self.models:
@@ -122,11 +142,17 @@ def score(experiment: Experiment, run_dirs: dict[str, Path]) -> dict[str, list[d
     judge = as_judge(CLIPSpec(experiment.judge, experiment.judge_pretrained))
     candidates = [p.text for p in read_prompts(experiment.candidates)] if experiment.candidates else None
     attributes = [AttributeSet.from_yaml(path) for path in experiment.attributes]
-    tables: dict[str, list[dict]] = {"scores": [], "probes": [], "components": []}
+    tables: dict[str, list[dict]] = {"scores": [], "probes": [], "components": [], "groups": []}
+    outcomes: dict[str, torch.Tensor] = {}  # each image's zero-shot outcome, for the groups
+    classes = candidates or list(dict.fromkeys(experiment.prompts))
+    classifier = ZeroShotAccuracy(classes, judge) if experiment.groups else None
     for model, run_dir in run_dirs.items():
         inversions = [inv for inv in read_manifest(run_dir) if inv.prompt in experiment.prompts]
         images, prompts = torch.stack([inv.image for inv in inversions]), [inv.prompt for inv in inversions]
         result = score_images(images, prompts, judge, candidates)
+        if classifier is not None:
+            predicted = classifier.predict(images).cpu()
+            outcomes[model] = predicted == torch.tensor([classifier.prompts.index(p) for p in prompts])
         subject = {p: [inv.record for inv in inversions if inv.prompt == p] for p in result["per_prompt"]}
         for prompt, values in result["per_prompt"].items():
             tables["scores"].append({"model": model, "prompt": prompt, **_rounded(values), **_subject(subject[prompt])})
@@ -141,6 +167,8 @@ def score(experiment: Experiment, run_dirs: dict[str, Path]) -> dict[str, list[d
                 mine = images[[i for i, p in enumerate(prompts) if p == prompt]]
                 for row in component_scores(mine, prompt, judge):
                     tables["components"].append({"model": model, "prompt": prompt, "images": len(mine), **row})
+    if experiment.groups:
+        tables["groups"] = group_rows(experiment.groups, outcomes)
     tables["components"] = [
         {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in tables["components"]
     ]
@@ -198,7 +226,7 @@ def write_report(experiment: Experiment, run_dirs: dict[str, Path], tables: dict
     for name, rows in tables.items():
         if rows:
             _write_csv(report / f"{name}.csv", rows)
-    scores, probes, components = tables["scores"], tables["probes"], tables["components"]
+    scores, probes, components, groups = tables["scores"], tables["probes"], tables["components"], tables["groups"]
     rows = []
     for model, run_dir in run_dirs.items():
         by_prompt: dict[str, list[tuple[int, Path]]] = {}
@@ -229,6 +257,13 @@ def write_report(experiment: Experiment, run_dirs: dict[str, Path], tables: dict
             "nearer this term than any other positive one)",
             "",
             markdown_table(components),
+        ]
+    if groups:
+        summary += [
+            "",
+            "## Groups: accuracy with 95% intervals over models (training runs) and images together",
+            "",
+            markdown_table(groups),
         ]
     if probes:
         summary += ["", "## Attribute probes", "", probe_summary(probes)]
