@@ -222,7 +222,7 @@ def run(args: list[str] | None = None, fit: bool = True) -> InversionCLI:
             auto_configure_optimizers=False,
             save_config_callback=LogConfig,
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"exit_on_error": False, "fit": {"exit_on_error": False}},
+            parser_kwargs={"prog": "clip-inversion", "exit_on_error": False, "fit": {"exit_on_error": False}},
             trainer_defaults={
                 "default_root_dir": "runs/clip-inversion",
                 "max_epochs": -1,  # the data module sets it to the number of prompt batches

@@ -347,6 +347,7 @@ def test_only_fit_is_offered_and_its_help_is_short():
     assert "{fit}" in result.stdout and "validate" not in result.stdout and "predict" not in result.stdout
     result = subprocess.run([sys.executable, "-m", "clip_inversion", "fit", "--help"], capture_output=True, text=True)
     lines = result.stdout.splitlines()
+    assert lines[0].startswith("usage: clip-inversion "), lines[0]  # the program's name, even under python -m
     assert len(lines) < 800, len(lines)  # every torch.nn.Module under --model.augmentations made it 2,400
     assert any("kornia.augmentation.RandomAffine" in line for line in lines)  # augmentations by example
 
