@@ -56,12 +56,14 @@ def test_shipped_model_is_small_fp16_local_dir(name):
     assert dtypes == {torch.float16}
 
 
-@pytest.mark.parametrize(("name", "shape"), [("toy-clutter-subject", 0.35), ("toy-clutter-judge", 0.45)])
-def test_world_b_models_meet_the_accuracy_bars(name, shape):
-    # World B's held-out template and fresh scenes. Its small ViTs, trained for about 7 minutes each, read
-    # every colour and about half the shapes (41.9% and 51.2% on 2,000 scenes, docs/toy-models.md).
-    acc = zero_shot_accuracy(load_clip(CLIPSpec(name)), WORLDS["b"].world, n=400, seed=777_000)
-    assert acc["colour"] >= 0.97 and acc["shape"] >= shape and acc["caption"] >= shape, acc
+@pytest.mark.parametrize("name", ["toy-clutter-subject", "toy-clutter-judge"])
+def test_world_b_models_meet_the_accuracy_bars(name):
+    # World B's fresh scenes, among the captions of its held-out template and of the template a judge scores
+    # inversions among: 97.8-98.9% of shapes on 2,000 scenes (docs/toy-models.md).
+    clip, world = load_clip(CLIPSpec(name)), WORLDS["b"].world
+    for template in (None, world.templates[0]):
+        acc = zero_shot_accuracy(clip, world, n=400, seed=777_000, template=template)
+        assert acc["colour"] >= 0.97 and acc["shape"] >= 0.93 and acc["caption"] >= 0.93, (template, acc)
 
 
 @pytest.mark.parametrize("world", sorted(WORLDS))
