@@ -6,8 +6,9 @@
     python benchmarks/compare_parameterisations.py --steps 100 -- --model.tv=0.01   # CLI overrides after --
     python benchmarks/compare_parameterisations.py --world b --only pixels fourier  # the held-out world B
 
-Every setting inverts a world's 30 colour-shape captions (2 batches of 15) with the quickstart recipe
-(its resolution schedule scaled to the steps), by the world's subject, scored by its judge (``--world``:
+Every setting inverts a world's 30 colour-shape captions (2 batches of 15) with the 8-copy affine recipe
+(``configs/augment/affine-8.yaml`` over the quickstart, its resolution schedule scaled to the steps: the
+recipe docs/parameterisations.md was measured with), by the world's subject, scored by its judge (``--world``:
 ``a``, the project's world, or ``b``, the held-out clutter world with ViT subject and judge). The ensembles
 (world A only) add to ``toy-subject`` (a ResNet tower) a
 second subject of the same architecture, ``toy-subject-b`` (``configs/toy/subject-b.yaml``), or of
@@ -53,6 +54,8 @@ PARAMETERISATIONS = {
         "--model.optimizer.lr=0.1",
     ],
 }
+# The base of every setting: the quickstart before issue 17 (8 copies, the reference affine).
+AFFINE_8 = ["--config", str(ROOT / "configs" / "augment" / "affine-8.yaml")]
 # Every augmentation of the pipeline (crops, flips, colour jitter and shift, noise) on top of the affine.
 AUGMENT = ["--config", str(ROOT / "configs" / "augment" / "all.yaml")]
 SETTINGS = {
@@ -94,7 +97,7 @@ def main() -> None:
             "--trainer.callbacks=[{class_path: clip_inversion.callbacks.ResolutionSchedule, "
             f"init_args: {{milestones: {{{steps // 2}: 64}}}}}}]"
         )
-        settings = [f"--model.steps={steps}", schedule, *SETTINGS[name], *args.overrides]
+        settings = [*AFFINE_8, f"--model.steps={steps}", schedule, *SETTINGS[name], *args.overrides]
         runs = [judge_world(seed, ROOT / "configs" / "quickstart.yaml", settings, args.world) for seed in args.seeds]
         scores, seconds = [r[0] for r in runs], [r[1] / (2 * steps) for r in runs]
         correct[name, steps] = k = pooled_count(scores, "caption")

@@ -6,9 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import kornia.augmentation as K
 import pytest
 import torch
 import yaml
+from lightning.pytorch.cli import LightningCLI
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from clip_inversion.cli import main, run
@@ -206,20 +208,26 @@ def test_shipped_sweep_configs_name_real_models_and_tags():
             assert name in BUNDLED or tag in open_clip.list_pretrained_tags_by_model(name), (path.name, model)
 
 
-def test_every_augmentation_can_be_switched_on_from_yaml(tmp_path):
-    cli = run(
+def quickstart_with(tmp_path: Path, *configs: str) -> LightningCLI:
+    """The quickstart, then ``configs`` (paths under configs/), run for 2 steps on one prompt."""
+    more = [arg for config in configs for arg in ("--config", str(CONFIGS / config))]
+    return run(
         [
             "fit",
-            "--config",
-            str(CONFIGS / "quickstart.yaml"),
-            "--config",
-            str(CONFIGS / "augment" / "all.yaml"),
+            *("--config", str(CONFIGS / "quickstart.yaml"), *more),
             "--model.steps=2",
             "--data.prompts=[a red star]",
             f"--trainer.default_root_dir={tmp_path}",
             "--trainer.enable_progress_bar=false",
         ]
     )
+
+
+# The quickstart holds every augmentation of configs/augment/all.yaml, which composes over any other config.
+@pytest.mark.parametrize("configs", [[], ["augment/affine-8.yaml", "augment/all.yaml"]], ids=["quickstart", "all"])
+def test_every_augmentation_can_be_switched_on_from_yaml(tmp_path, configs):
+    cli = quickstart_with(tmp_path, *configs)
+    assert cli.model.augment.copies == (32 if not configs else 8)
     names = [type(t).__name__ for t in cli.model.augment.transforms]
     assert names == [
         "RandomAffine",
@@ -231,6 +239,20 @@ def test_every_augmentation_can_be_switched_on_from_yaml(tmp_path):
     ]
     assert [t.p for t in cli.model.augment.transforms] == [0.5, 1.0, 0.5, 0.5, 0.5, 0.5]
     assert (tmp_path / "manifest.jsonl").is_file()
+
+
+def test_fast_settings_over_every_augmentation_say_the_warp_is_not_fused(tmp_path, caplog):
+    cli = quickstart_with(tmp_path, "fast.yaml")
+    assert cli.model.hparams.fused_warp and not cli.model.inverter.fused
+    assert "--model.fused_warp=true fuses a lone RandomAffine" in caplog.text
+    assert (tmp_path / "manifest.jsonl").is_file()
+
+
+def test_affine_8_gives_back_the_quickstart_before_issue_17(tmp_path):
+    cli = quickstart_with(tmp_path, "augment/affine-8.yaml")
+    (affine,) = cli.model.augment.transforms  # the reference affine alone
+    assert isinstance(affine, K.RandomAffine) and affine.p == 0.5 and cli.model.augment.copies == 8
+    assert cli.model.hparams.tv == 0.087 and cli.model.hparams.steps == 2
 
 
 def test_out_of_memory_names_the_settings_to_lower(tmp_path, monkeypatch, capsys):
@@ -253,8 +275,8 @@ def test_out_of_memory_names_the_settings_to_lower(tmp_path, monkeypatch, capsys
         )
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("clip-inversion: error: out of cpu memory inverting 6 prompts x 8 copies")
-    assert "--data.batch_size (now 6)" in err and "--model.copies (now 8)" in err
+    assert err.startswith("clip-inversion: error: out of cpu memory inverting 6 prompts x 32 copies")
+    assert "--data.batch_size (now 6)" in err and "--model.copies (now 32)" in err
 
 
 def test_fast_settings_run_and_log_only_on_logging_steps(tmp_path, monkeypatch):
@@ -270,6 +292,8 @@ def test_fast_settings_run_and_log_only_on_logging_steps(tmp_path, monkeypatch):
             "fit",
             "--config",
             str(CONFIGS / "quickstart.yaml"),
+            "--config",
+            str(CONFIGS / "augment" / "affine-8.yaml"),  # the fused warp needs the lone affine
             "--config",
             str(CONFIGS / "fast.yaml"),
             "--model.steps=7",

@@ -15,6 +15,7 @@ one graph (``torch.compile(inverter.terms, fullgraph=True)``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
@@ -32,6 +33,8 @@ from clip_inversion.core.objective import (
     total_variation,
 )
 from clip_inversion.core.targets import encode_targets
+
+log = logging.getLogger(__name__)
 
 Clamp = Literal["before_step", "after_step"]
 
@@ -138,6 +141,11 @@ class Inverter(nn.Module):
         self.image = image if image is not None else PixelImage([], 8)
         self.distance, self.tv, self.l1, self.grad_clip, self.clamp = distance, tv, l1, grad_clip, clamp
         self.fused = fused_warp and augment.fusable and len(members) == 1
+        if fused_warp and not self.fused:
+            log.warning(
+                "--model.fused_warp=true fuses a lone RandomAffine into the resize for one model; with these "
+                "augmentations or models each copy is warped and resized apart, as without it"
+            )
         self.channels_last = channels_last
         self.guard = NonFiniteGuard()
         self.register_buffer("seeds", torch.empty(0, dtype=torch.long))
