@@ -7,6 +7,7 @@ import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy
 import pytest
 from PIL import Image
 
@@ -139,6 +140,7 @@ class Figures(HTMLParser):
 def test_every_record_shows_its_fields_and_why_an_image_is_absent(tmp_path):
     (tmp_path / "images").mkdir()
     Image.new("RGB", (300, 150), "red").save(tmp_path / "images" / "wide.png")
+    Image.fromarray(numpy.indices((4, 4)).sum(0).astype(numpy.uint8) % 2 * 255).save(tmp_path / "images" / "tiny.png")
     (tmp_path / "images" / "broken.png").write_bytes(b"not a png")
     records = [
         {"id": "0", "prompt": "a wide <b>image</b>", "image": "images/wide.png", "cosine": 0.123456, "judge": 0.5},
@@ -146,12 +148,13 @@ def test_every_record_shows_its_fields_and_why_an_image_is_absent(tmp_path):
         {"id": "2", "prompt": "gone", "image": "images/gone.png", "nonfinite_step": None},
         {"id": "3", "prompt": "broken", "image": "images/broken.png", "nonfinite_step": 7},
         {"id": "4", "prompt": "escapes", "image": "../outside.png", "models": [{"model": "a"}, {"model": "b"}]},
+        {"id": "5", "prompt": "a 4 x 4 checkerboard", "image": "images/tiny.png"},
     ]
     (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + '{"cut short')
     parser = Figures()
     parser.feed(write_gallery(tmp_path).read_text(encoding="utf-8"))
     texts = [f["text"] for f in parser.figures]
-    assert len(texts) == 5 and "a wide <b>image</b>" in texts[0]  # the prompt as text, not markup
+    assert len(texts) == 6 and "a wide <b>image</b>" in texts[0]  # the prompt as text, not markup
     assert "cosine 0.1235" in texts[0] and "judge 0.5" in texts[0] and "id 0" in texts[0]
     assert parser.figures[0]["src"] == ["thumbs/images/wide.jpg"]
     assert Image.open(tmp_path / "report" / "thumbs" / "images" / "wide.jpg").size == (128, 64)
@@ -159,7 +162,9 @@ def test_every_record_shows_its_fields_and_why_an_image_is_absent(tmp_path):
     assert "missing" in texts[2] and "nonfinite_step" not in texts[2]  # a null field is left out
     assert "unreadable" in texts[3] and "nonfinite_step 7" in texts[3]
     assert "outside the run" in texts[4] and "a ×None, b ×None" in texts[4]
-    assert not any(f["src"] for f in parser.figures[1:])
+    assert not any(f["src"] for f in parser.figures[1:5])
+    tiny = numpy.asarray(Image.open(tmp_path / "report" / "thumbs" / "images" / "tiny.jpg").convert("L"), dtype=int)
+    assert tiny.shape == (128, 128) and tiny[16, 31] < 30 and tiny[16, 32] > 225  # scaled up with sharp edges
 
 
 @pytest.mark.parametrize("make", [lambda d: d / "nowhere", lambda d: d])
