@@ -174,3 +174,12 @@ def test_a_folder_that_is_not_a_run_is_one_line_and_exit_2(tmp_path, capsys, mak
     assert exit.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("clip-inversion-report: error: ") and err.count("\n") == 1 and str(tmp_path) in err
+
+
+def test_the_console_script_is_this_entry_point():
+    from importlib import import_module
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11")
+    scripts = tomllib.loads((CONFIGS.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    module, name = scripts["clip-inversion-report"].split(":")
+    assert getattr(import_module(module), name) is main
