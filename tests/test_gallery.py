@@ -61,10 +61,16 @@ def copy(run, tmp_path) -> Path:
     return Path(shutil.copytree(run, tmp_path / "run"))
 
 
-def test_the_page_shows_every_prompt_and_filters_in_a_browser(copy, capsys):
-    chromium = shutil.which("chromium")
-    if chromium is None:
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """The system's Chromium (Playwright drives it; its own browser download is never used)."""
+    path = shutil.which("chromium")
+    if path is None:
         pytest.skip("no browser: install Chromium (apt-get install chromium) to open the report")
+    return path
+
+
+def test_the_page_shows_every_prompt_and_filters_in_a_browser(chromium, copy, capsys):
     from playwright.sync_api import sync_playwright
 
     main([str(copy)])
