@@ -161,8 +161,10 @@ def _facts(record: dict) -> str:
             continue
         if key == "models":  # the ensemble; a single model with its own weights is the ``model`` field already
             if len(value) > 1 or any(m.get("random_weights") for m in value):
-                text = ", ".join(f"{m.get('model')} ×{m.get('weight')}" for m in value)
-                items.append(_e(text + (" (random weights)" if any(m.get("random_weights") for m in value) else "")))
+                members = (
+                    f"{m.get('model')} ×{m.get('weight')}" + (" random" * bool(m.get("random_weights"))) for m in value
+                )
+                items.append(_e("ensemble " + ", ".join(members)))
         elif key == "nsfw" and isinstance(value, dict):
             words = [f"nsfw {value.get('score')}", *value.get("labels", []), value.get("action") or ""]
             items.append(

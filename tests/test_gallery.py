@@ -153,7 +153,12 @@ def test_every_record_shows_its_fields_and_why_an_image_is_absent(tmp_path):
         {"id": "1", "prompt": "flagged", "image": None, "nsfw": {"score": 0.9, "labels": ["X"], "flagged": True}},
         {"id": "2", "prompt": "gone", "image": "images/gone.png", "nonfinite_step": None},
         {"id": "3", "prompt": "broken", "image": "images/broken.png", "nonfinite_step": 7},
-        {"id": "4", "prompt": "escapes", "image": "../outside.png", "models": [{"model": "a"}, {"model": "b"}]},
+        {
+            "id": "4",
+            "prompt": "escapes",
+            "image": "../outside.png",
+            "models": [{"model": "a"}, {"model": "b", "random_weights": True}],
+        },
         {"id": "5", "prompt": "a 4 x 4 checkerboard", "image": "images/tiny.png"},
     ]
     (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + '{"cut short')
@@ -167,7 +172,7 @@ def test_every_record_shows_its_fields_and_why_an_image_is_absent(tmp_path):
     assert "withheld" in texts[1] and "nsfw 0.9 X" in texts[1]
     assert "missing" in texts[2] and "nonfinite_step" not in texts[2]  # a null field is left out
     assert "unreadable" in texts[3] and "nonfinite_step 7" in texts[3]
-    assert "outside the run" in texts[4] and "a ×None, b ×None" in texts[4]
+    assert "outside the run" in texts[4] and "ensemble a ×None, b ×None random" in texts[4]
     assert not any(f["src"] for f in parser.figures[1:5])
     tiny = numpy.asarray(Image.open(tmp_path / "report" / "thumbs" / "images" / "tiny.jpg").convert("L"), dtype=int)
     assert tiny.shape == (128, 128) and tiny[16, 31] < 30 and tiny[16, 32] > 225  # scaled up with sharp edges
