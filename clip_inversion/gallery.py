@@ -140,12 +140,12 @@ def _figure(run_dir: Path, record: dict, thumbs: set[Path]) -> str:
     image = record.get("image")
     if image is None:
         final = '<span class="none">withheld</span>'
-    elif Path(image).is_absolute() or ".." in Path(image).parts:
+    elif not isinstance(image, str) or Path(image).is_absolute() or ".." in Path(image).parts:
         final = '<span class="none">outside the run</span>'
     else:
         final = img(run_dir / image, FINAL_SIZE, "final")
     snaps = "".join(img(path, SNAPSHOT_SIZE, f"step {step}", str(step)) for step, path in snapshots(run_dir, record))
-    tags = "".join(f'<span class="tag">{_e(tag)}</span>' for tag in record.get("tags") or [])
+    tags = "".join(f'<span class="tag">{_e(str(tag))}</span>' for tag in record.get("tags") or [])
     prompt = _e(str(record.get("prompt", "")))
     return (
         f'<figure><div class="final">{final}<div class="snaps">{snaps}</div></div>'
