@@ -278,7 +278,7 @@ def test_inception_weights_missing_or_malicious_end_in_one_line(world, tmp_path,
 def test_the_toy_real_command_renders_a_runs_captions_and_refuses_others(world, tmp_path, capsys):
     from clip_inversion.toyworld.real import main as real
 
-    real([str(tmp_path / "real"), "--captions", str(world["quickstart"]), "--per-caption", "2"])  # the README's
+    real([str(tmp_path / "real"), "--captions", str(world["quickstart"]), "--per-caption", "2"])  # docs/evaluation.md's
     lines = [json.loads(line) for line in (tmp_path / "real" / "manifest.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in lines] == [c for c in CAPTIONS for _ in range(2)]
     (tmp_path / "dog.txt").write_text("a photo of a dog\n")
