@@ -39,17 +39,21 @@ SHORT = [
 TOY = ["--model.clip.model_name=toy-subject", "--model.clip.pretrained=null"]
 
 
-def blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.DOTALL)
+def blocks(language: str, text: str = README) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
 
 
-def commands(program: str) -> list[list[str]]:
-    """The arguments after ``program`` of every such command in the README's bash blocks and the Makefile's
-    recipes, continuation lines joined, comments and environment assignments dropped, each command once
-    (``srun clip-inversion fit`` is a program of its own)."""
-    makefile = "\n".join(line.strip() for line in (ROOT / "Makefile").read_text().splitlines() if line[:1] == "\t")
+def commands(program: str, page: str = "README.md") -> list[list[str]]:
+    """The arguments after ``program`` of every such command in the bash blocks of ``page`` (and, for the
+    README, the Makefile's recipes), continuation lines joined, comments and environment assignments dropped,
+    each command once (``srun clip-inversion fit`` is a program of its own)."""
+    text = "\n".join(blocks("bash", (ROOT / page).read_text()))
+    if page == "README.md":
+        text += "\n" + "\n".join(
+            line.strip() for line in (ROOT / "Makefile").read_text().splitlines() if line[:1] == "\t"
+        )
     found = []
-    for line in ("\n".join(blocks("bash")) + "\n" + makefile).replace("\\\n", " ").splitlines():
+    for line in text.replace("\\\n", " ").splitlines():
         words = [w.removeprefix("$(BIN)/") for w in shlex.split(line, comments=True) if not re.match(r"^\w+=", w)]
         if words[: len(program.split())] == program.split() and words[len(program.split()) :] not in found:
             found.append(words[len(program.split()) :])
@@ -111,6 +115,27 @@ def test_the_readme_cluster_command_asks_for_what_its_text_says(args, monkeypatc
         given["--trainer.num_nodes"]
     )
     assert trainer["strategy"] == "independent_ddp" and trainer["default_root_dir"] not in map(run_dir_of, FITS)
+
+
+GUIDE = commands("clip-inversion fit", "docs/real-clips.md")
+
+
+@pytest.mark.parametrize("args", GUIDE, ids=[" ".join(a)[:90] for a in GUIDE])
+def test_docs_real_clips_commands_resolve(args, monkeypatch, capsys):
+    """docs/real-clips.md's commands need a real CLIP and a GPU: each option they give exists and is the
+    resolved config's."""
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as printed:
+        main(["fit", *args, "--print_config"])
+    assert printed.value.code == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    for name, value in options(args).items():
+        if name != "--config":
+            section, *keys = name.removeprefix("--").split(".")
+            node = resolved[section]
+            for key in keys:
+                node = node[key]
+            assert node == yaml.safe_load(value) or str(node) == value, name
 
 
 def run_fit(args: list[str], run_dir: Path) -> None:
