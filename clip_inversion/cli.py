@@ -32,6 +32,7 @@ from clip_inversion.data import PromptDataModule
 from clip_inversion.errors import UsageError, describe_load_error
 from clip_inversion.module import CLIPInversion
 from clip_inversion.rundir import claim, finished, read_records
+from clip_inversion.usage import DESCRIPTION, FIT_DESCRIPTION
 
 
 class LogConfig(SaveConfigCallback):
@@ -222,7 +223,12 @@ def run(args: list[str] | None = None, fit: bool = True) -> InversionCLI:
             auto_configure_optimizers=False,
             save_config_callback=LogConfig,
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"prog": "clip-inversion", "exit_on_error": False, "fit": {"exit_on_error": False}},
+            parser_kwargs={
+                "prog": "clip-inversion",
+                "description": DESCRIPTION,
+                "exit_on_error": False,
+                "fit": {"description": FIT_DESCRIPTION, "exit_on_error": False},
+            },
             trainer_defaults={
                 "default_root_dir": "runs/clip-inversion",
                 "max_epochs": -1,  # the data module sets it to the number of prompt batches
@@ -243,7 +249,7 @@ def exit_on_error(program: str = "clip-inversion") -> Iterator[None]:
     except (UsageError, MisconfigurationException) as e:
         _fail(program, str(e), e)
     except ArgumentError as e:  # jsonargparse: an unknown option, a value of the wrong type, a missing config
-        _fail(program, f"{e} (clip-inversion fit --help lists the options)", e)
+        _fail(program, f"{e} (clip-inversion fit --help=full lists every option)", e)
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOTDIR):
             raise

@@ -366,14 +366,59 @@ def test_the_manifest_marks_models_with_random_weights():
     assert not CLIPSpec("local-dir:/some/where").random_weights
 
 
-def test_only_fit_is_offered_and_its_help_is_short():
-    result = subprocess.run([sys.executable, "-m", "clip_inversion", "--help"], capture_output=True, text=True)
-    assert "{fit}" in result.stdout and "validate" not in result.stdout and "predict" not in result.stdout
-    result = subprocess.run([sys.executable, "-m", "clip_inversion", "fit", "--help"], capture_output=True, text=True)
-    lines = result.stdout.splitlines()
+def help_text(*args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "clip_inversion", *args], capture_output=True, text=True).stdout
+
+
+def test_help_says_what_the_tool_does_and_lists_the_options_a_run_changes():
+    top = help_text("--help")
+    assert top.startswith("usage: clip-inversion [-h] {fit}") and "validate" not in top and "predict" not in top
+    assert "Invert a frozen CLIP model" in top.splitlines()[2] and "Lightning" not in top
+    short = help_text("fit", "--help")
+    assert short.startswith("usage: clip-inversion fit ") and len(short.splitlines()) <= 40
+    options = re.findall(r"^ +(?:-c, )?(--[a-z_.]+)", short, flags=re.MULTILINE)
+    wanted = ["--config", "--model.clip.model_name", "--model.clip.pretrained", "--data.prompts", "--data.prompts_file"]
+    wanted += ["--model.steps", "--model.init_size", "--model.copies", "--model.augmentations", "--model.tv"]
+    assert {*wanted, "--trainer.default_root_dir", "--trainer.devices"} <= set(options)
+    assert "--help=full" in short
+    full = help_text("fit", "--help=full")  # every option, from the full parser
+    lines = full.splitlines()
     assert lines[0].startswith("usage: clip-inversion "), lines[0]  # the program's name, even under python -m
     assert len(lines) < 800, len(lines)  # every torch.nn.Module under --model.augmentations made it 2,400
     assert any("kornia.augmentation.RandomAffine" in line for line in lines)  # augmentations by example
+    assert "Invert a frozen CLIP model" in help_text("--help-all") and "Lightning Trainer" not in full
+
+
+def test_every_option_of_the_short_help_is_one_of_the_parser(tmp_path, capsys):
+    from clip_inversion.usage import FIT_HELP
+
+    values = {"--data.prompts": "[a blue star]", "--data.prompts_file": "p.txt", "--model.clip.model_name": "toy-judge"}
+    values |= {
+        "--model.clip.pretrained": "w.pt",
+        "--model.steps": "7",
+        "--model.init_size": "40",
+        "--model.copies": "3",
+    }
+    values |= {"--model.augmentations": "[]", "--model.tv": "0.25", "--trainer.default_root_dir": str(tmp_path)}
+    values |= {"--trainer.devices": "3", "--writer.snapshot_steps": "[5]", "--fresh": None, "--ckpt_path": "last"}
+    options = re.findall(r"^ +(?:-c, )?(--[a-z_.]+)", FIT_HELP, flags=re.MULTILINE)
+    assert sorted(set(options) - {"--config", "--print_config"}) == sorted(values)
+    args = [
+        "fit",
+        "--config",
+        str(CONFIGS / "quickstart.yaml"),
+        *(o if v is None else f"{o}={v}" for o, v in values.items()),
+    ]
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--print_config"])
+    assert exit_.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["model"]["clip"] == {**config["model"]["clip"], "model_name": "toy-judge", "pretrained": "w.pt"}
+    assert (config["model"]["steps"], config["model"]["init_size"], config["model"]["copies"]) == (7, 40, 3)
+    assert (config["model"]["augmentations"], config["model"]["tv"]) == ([], 0.25)
+    assert config["data"]["prompts"] == ["a blue star"] and config["data"]["prompts_file"] == "p.txt"
+    assert (config["trainer"]["default_root_dir"], config["trainer"]["devices"]) == (str(tmp_path), "3")
+    assert (config["writer"]["snapshot_steps"], config["fresh"], config["ckpt_path"]) == ([5], True, "last")
 
 
 def test_a_cpu_run_uses_the_idle_cores_unless_told(monkeypatch):
