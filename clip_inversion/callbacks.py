@@ -97,6 +97,14 @@ class InversionWriter(Callback):
         self.screen = NSFWScreen(nsfw, nsfw_threshold) if nsfw else None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        last_step = pl_module.hparams.steps
+        late = sorted(s for s in self.snapshot_steps if s > last_step)
+        if late:  # as for the resolution schedule: a shortened run is fine, those snapshots are never taken
+            log.warning(
+                "--writer.snapshot_steps %s come after the last step (--model.steps=%d): never written",
+                late,
+                last_step,
+            )
         check_writable(trainer.default_root_dir)  # every rank writes its own images
         if trainer.is_global_zero:  # a run killed while writing leaves temporary files: not images
             for tmp in Path(trainer.default_root_dir).glob("*/**/.tmp-*.png"):

@@ -15,10 +15,12 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from jsonargparse import ActionYesNo, ArgumentError
 from lightning import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.accelerators import CPUAccelerator
@@ -31,7 +33,7 @@ from clip_inversion.callbacks import InversionWriter, RunCheckpoint
 from clip_inversion.data import PromptDataModule
 from clip_inversion.errors import UsageError, describe_load_error
 from clip_inversion.module import CLIPInversion
-from clip_inversion.rundir import claim, finished, read_records
+from clip_inversion.rundir import claim, finished, kept_as_found, read_records
 from clip_inversion.usage import DESCRIPTION, FIT_DESCRIPTION
 
 
@@ -82,6 +84,8 @@ class InversionCLI(LightningCLI):
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        if isinstance(args, list | None):
+            check_config_files(sys.argv[1:] if args is None else args)
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if isinstance(args, list | None):
@@ -106,6 +110,12 @@ class InversionCLI(LightningCLI):
         return trainer
 
     def fit(self, model: LightningModule, datamodule: LightningDataModule, **kwargs: Any) -> None:
+        """Invert the prompts; a run that fails before its first step leaves the run directory as it found it."""
+        started = lambda: self.trainer.global_step > 0  # noqa: E731 (a resumed run counts as started)
+        with kept_as_found(self.trainer.default_root_dir, started, enabled=rank_zero_only.rank == 0):
+            self.invert(model, datamodule, **kwargs)
+
+    def invert(self, model: LightningModule, datamodule: LightningDataModule, **kwargs: Any) -> None:
         """Claim the run directory for these settings, say what is left to do, and invert it."""
         config = self.config[self.subcommand]
         run_dir = Path(self.trainer.default_root_dir)
@@ -175,6 +185,24 @@ def say(message: str) -> None:
     """Tell the user how the run stands: one line on standard error, from the first process only."""
     if rank_zero_only.rank == 0:
         print(f"clip-inversion: {message}", file=sys.stderr, flush=True)
+
+
+def check_config_files(args: list[str]) -> None:
+    """Refuse a ``--config`` file that is not valid YAML, naming the file and the line.
+
+    Raises:
+        UsageError: ``FILE:LINE: not valid YAML: <the problem>``.
+    """
+    paths = [b for a, b in pairwise(args) if a in ("-c", "--config")]
+    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for path in paths:
+        try:
+            yaml.compose(Path(path).read_text(encoding="utf-8"))  # the syntax only: tags are jsonargparse's to refuse
+        except (OSError, UnicodeDecodeError):
+            continue  # jsonargparse says the file is missing or unreadable
+        except yaml.MarkedYAMLError as e:
+            line = f":{e.problem_mark.line + 1}" if e.problem_mark else ""
+            raise UsageError(f"{path}{line}: not valid YAML: {e.problem} (--config)") from e
 
 
 def check_checkpoint(path: str) -> None:

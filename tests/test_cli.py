@@ -442,6 +442,7 @@ def test_a_run_says_only_what_matters(tmp_path):
     # no banner, tips, seed notice, deprecation warnings or open_clip log lines: our own lines only
     assert result.stderr.splitlines() == [
         "ResolutionSchedule milestones at steps [100] come after the last step (--model.steps=2): never reached",
+        "--writer.snapshot_steps [25, 100, 200] come after the last step (--model.steps=2): never written",
         f"clip-inversion: 1 of 1 prompts finished in {tmp_path}",
     ]
     assert result.stdout == ""
