@@ -24,12 +24,13 @@ import yaml
 from jsonargparse import ActionYesNo, ArgumentError
 from lightning import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from clip_inversion import strategy  # noqa: F401 (registers the "independent_ddp" strategy)
-from clip_inversion.callbacks import InversionWriter, RunCheckpoint
+from clip_inversion.callbacks import InversionWriter, LogProgress, RunCheckpoint
 from clip_inversion.data import PromptDataModule
 from clip_inversion.errors import UsageError, describe_load_error
 from clip_inversion.module import CLIPInversion
@@ -100,6 +101,8 @@ class InversionCLI(LightningCLI):
             raise UsageError("this config describes a model sweep (sweep.models): run it with clip-inversion-sweep")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        given = list(config.trainer.callbacks or [])  # the user's, before Lightning adds its own to the list
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, ValueError, RuntimeError) as e:  # accelerator, devices, strategy
@@ -107,6 +110,8 @@ class InversionCLI(LightningCLI):
         for callback in trainer.callbacks:  # before --ckpt_path=last looks for it
             if isinstance(callback, RunCheckpoint) and callback.dirpath is None:
                 callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+        if not sys.stderr.isatty() and not any(isinstance(c, ProgressBar) for c in given):  # a log: lines, not a bar
+            trainer.callbacks = [LogProgress() if isinstance(c, TQDMProgressBar) else c for c in trainer.callbacks]
         return trainer
 
     def fit(self, model: LightningModule, datamodule: LightningDataModule, **kwargs: Any) -> None:

@@ -446,3 +446,42 @@ def test_a_run_says_only_what_matters(tmp_path):
         f"clip-inversion: 1 of 1 prompts finished in {tmp_path}",
     ]
     assert result.stdout == ""
+
+
+def test_a_log_file_gets_progress_lines_not_a_bar(tmp_path):
+    args = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--model.steps=25", "--model.copies=2"]
+    args += ["--model.init_size=16", "--data.prompts=[a red star]", f"--trainer.default_root_dir={tmp_path / 'run'}"]
+    with open(tmp_path / "log.txt", "w") as log:  # stdout and stderr to a file, as under SLURM
+        subprocess.run(
+            [sys.executable, "-m", "clip_inversion", *args], stdout=log, stderr=subprocess.STDOUT, check=True
+        )
+    text = (tmp_path / "log.txt").read_text()
+    assert "\r" not in text and len(text.splitlines()) <= 40, text
+    steps = re.findall(r"^clip-inversion: batch 1/1, step (\d+)/25, loss \d+\.\d{4}, \d+ s$", text, flags=re.MULTILINE)
+    assert steps == ["10", "20", "25"], text  # every log_every_n_steps (10 in the quickstart), and the last step
+
+
+def test_the_bar_stays_on_a_terminal_and_lines_go_to_a_log(tmp_path, monkeypatch):
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from clip_inversion.callbacks import LogProgress
+
+    args = ["--config", str(CONFIGS / "quickstart.yaml"), f"--trainer.default_root_dir={tmp_path}"]
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert type(run(args, fit=False).trainer.progress_bar_callback) is TQDMProgressBar
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert type(run(args, fit=False).trainer.progress_bar_callback) is LogProgress
+    chosen = [*args, "--trainer.callbacks+=TQDMProgressBar"]  # a bar the user asks for is kept
+    assert type(run(chosen, fit=False).trainer.progress_bar_callback) is TQDMProgressBar
+
+
+@pytest.mark.parametrize(
+    ("steps", "logged", "every", "expected"),
+    [(200, 10, None, 20), (3400, 50, None, 350), (60, 10, None, 10), (20, 50, None, 50), (200, 10, 7, 7)],
+)
+def test_progress_lines_come_about_every_tenth_of_a_batch_on_logged_steps(steps, logged, every, expected):
+    from types import SimpleNamespace
+
+    from clip_inversion.callbacks import LogProgress
+
+    assert LogProgress(every).interval(SimpleNamespace(log_every_n_steps=logged), steps) == expected
