@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import sys
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import pairwise
 from pathlib import Path
@@ -143,13 +144,44 @@ class InversionCLI(LightningCLI):
         say(f"{done} of {len(prompts)} prompts finished in {run_dir}{rest}")
 
 
-def idle_cores() -> int:
-    """The CPU threads a run uses unless ``OMP_NUM_THREADS`` says otherwise: the cores this process may use
-    minus the 1-minute load average (other jobs), at least one. Torch's default, a thread a core, oversubscribes
-    a busy machine: on 2 shared cores the quickstart took 166 s instead of 36 s with one thread."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(cores, round(cores - load)))
+def idle_cores(read_stat: Callable[[], str] | None = None, window: float = 0.3) -> int:
+    """The CPU threads a run uses unless ``OMP_NUM_THREADS`` says otherwise: the cores this process may use minus
+    those other processes keep busy now, at least one. Torch's default, a thread a core, oversubscribes a busy
+    machine: on 2 shared cores the quickstart took 166 s instead of 36 s with one thread.
+
+    Busy cores are measured from ``/proc/stat`` over ``window`` seconds while this process waits, so a run that
+    just ended (whose load the 1-minute load average still holds) counts as idle. Where ``/proc/stat`` cannot be
+    read, the 1-minute load average stands in.
+
+    Args:
+        read_stat: returns the text of ``/proc/stat`` (a stand-in for tests).
+        window: seconds between the two readings.
+    """
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    try:
+        read_stat = read_stat or (lambda: Path("/proc/stat").read_text())
+        before = cpu_times(read_stat())
+        time.sleep(window)
+        after = cpu_times(read_stat())
+        busy = sum(
+            (after[c][0] - before[c][0]) / max(1, after[c][1] - before[c][1])
+            for c in cores
+            if c in before and c in after
+        )
+    except (OSError, ValueError):
+        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(len(cores), round(len(cores) - busy)))
+
+
+def cpu_times(stat: str) -> dict[int, tuple[int, int]]:
+    """``{core: (busy ticks, all ticks)}`` from the text of ``/proc/stat`` (idle and iowait are not busy)."""
+    times = {}
+    for line in stat.splitlines():
+        name, *fields = line.split() or [""]
+        if name.startswith("cpu") and name[3:].isdigit():
+            ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+            times[int(name[3:])] = (sum(ticks) - ticks[3] - ticks[4], sum(ticks))
+    return times
 
 
 def command_line_prompts(data: Any, args: list[str]) -> None:

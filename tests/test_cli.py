@@ -421,18 +421,35 @@ def test_every_option_of_the_short_help_is_one_of_the_parser(tmp_path, capsys):
     assert (config["writer"]["snapshot_steps"], config["fresh"], config["ckpt_path"]) == ([5], True, "last")
 
 
+def proc_stat(*cores: tuple[int, int]) -> str:
+    """The text of /proc/stat with each core's (busy, idle) ticks, busy split over user and system."""
+    lines = [f"cpu{i} {busy - busy // 3} 0 {busy // 3} {idle} 0 0 0 0 0 0" for i, (busy, idle) in enumerate(cores)]
+    return "cpu  1 2 3 4 5 6 7 8 0 0\n" + "\n".join(lines) + "\nintr 12 3\nctxt 99\n\n"
+
+
 def test_a_cpu_run_uses_the_idle_cores_unless_told(monkeypatch):
     import os
 
     from clip_inversion.cli import idle_cores
 
+    def cores(*readings: str) -> int:
+        return idle_cores(iter(readings).__next__, window=0)
+
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.6, 0.0, 0.0), raising=False)
-    assert idle_cores() == 1  # two cores, one and a half busy with other jobs: one thread, not two
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.6, 0.0, 0.0), raising=False)  # a run that just ended, say
+    start = proc_stat((1000, 5000), (2000, 4000), (0, 0))
+    assert cores(start, proc_stat((1001, 5099), (2002, 4098), (100, 0))) == 2  # idle now, core 2 not ours
+    assert cores(start, proc_stat((1100, 5000), (2050, 4050), (0, 0))) == 1  # one and a half busy: one thread
+    assert cores(start, proc_stat((1100, 5000), (2100, 4000), (0, 0))) == 1  # never none
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert cores(start, proc_stat((1100, 5000), (2002, 4098), (1, 99))) == 2
+
+    def unreadable() -> str:
+        raise OSError("no /proc here")
+
+    assert idle_cores(unreadable, window=0) == 1  # the load average stands in: 3 cores, 1.6 busy
     monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0), raising=False)
-    assert idle_cores() == 2
-    monkeypatch.setattr(os, "getloadavg", lambda: (7.0, 0.0, 0.0), raising=False)
-    assert idle_cores() == 1
+    assert idle_cores(unreadable, window=0) == 3
 
 
 def test_a_run_says_only_what_matters(tmp_path):
