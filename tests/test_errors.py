@@ -87,6 +87,7 @@ CASES = [
     case("target-file-missing", "target '{tmp}/cat.png': no image file '{tmp}/cat.png'", ["--data.prompts=[{tmp}/cat.png]"]),
     case("target-embedding-damaged", "cannot load the embedding '{tmp}/e.npy': the file is damaged",
          ["--data.prompts=['a star | {tmp}/e.npy:0.5']"], {"e.npy": "not an array"}),
+    case("init-image-missing", "cannot read image '{tmp}/none.png'", ["--model.init_image={tmp}/none.png"]),
     case("init-image-unreadable", "cannot read image '{tmp}/start.png'", ["--model.init_image={tmp}/start.png"], {"start.png": "not a PNG"}),
     # models and weights
     case("unknown-model", "unknown model name 'ViT-B-61' (--model.clip.model_name). Did you mean", ["--model.clip.model_name=ViT-B-61"]),
