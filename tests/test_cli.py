@@ -405,6 +405,13 @@ def test_help_says_what_the_tool_does_and_lists_the_options_a_run_changes():
     assert "Invert a frozen CLIP model" in help_text("--help-all") and "Lightning Trainer" not in full
 
 
+def test_the_console_script_is_the_entry_point_with_the_short_help():
+    import tomllib
+
+    scripts = tomllib.loads((CONFIGS.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["clip-inversion"] == "clip_inversion.usage:main"  # as python -m clip_inversion
+
+
 def test_every_option_of_the_short_help_is_one_of_the_parser(tmp_path, capsys):
     from clip_inversion.usage import FIT_HELP
 
