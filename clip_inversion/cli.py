@@ -31,6 +31,7 @@ from clip_inversion.callbacks import InversionWriter, RunCheckpoint
 from clip_inversion.data import PromptDataModule
 from clip_inversion.errors import UsageError, describe_load_error
 from clip_inversion.module import CLIPInversion
+from clip_inversion.precision import resolve_precision
 from clip_inversion.rundir import claim, finished, read_records
 
 
@@ -93,6 +94,9 @@ class InversionCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.sweep.models:
             raise UsageError("this config describes a model sweep (sweep.models): run it with clip-inversion-sweep")
+        config.trainer.precision, self.precision_why = resolve_precision(
+            config.trainer.precision, config.trainer.accelerator
+        )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         try:
@@ -102,6 +106,10 @@ class InversionCLI(LightningCLI):
         for callback in trainer.callbacks:  # before --ckpt_path=last looks for it
             if isinstance(callback, RunCheckpoint) and callback.dirpath is None:
                 callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+        accelerator = self.config[self.subcommand].trainer.accelerator if self.subcommand else None
+        if accelerator == "auto" and isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > 1:
+            n = trainer.num_devices
+            say(f"warning: no GPU found (--trainer.accelerator=auto): --trainer.devices={n} runs {n} CPU processes")
         return trainer
 
     def fit(self, model: LightningModule, datamodule: LightningDataModule, **kwargs: Any) -> None:
@@ -110,6 +118,7 @@ class InversionCLI(LightningCLI):
         run_dir = Path(self.trainer.default_root_dir)
         if isinstance(self.trainer.accelerator, CPUAccelerator) and "OMP_NUM_THREADS" not in os.environ:
             torch.set_num_threads(idle_cores())
+        say(where_it_runs(self.trainer, self.precision_why))
         settings = image_settings(json.loads(self.parser.dump(self.config, format="json", skip_none=False))["fit"])
         first = rank_zero_only.rank == 0  # the other ranks check, and leave writing and deleting to the first
         if first or not config.fresh:
@@ -125,6 +134,19 @@ class InversionCLI(LightningCLI):
         done = len(prompts & finished(run_dir))
         rest = "" if done == len(prompts) else "; rerun the same command to finish the others"
         say(f"{done} of {len(prompts)} prompts finished in {run_dir}{rest}")
+
+
+def where_it_runs(trainer: Trainer, precision_why: str = "") -> str:
+    """One line for the start of a run: the device, processes and nodes, precision (and why) and run directory."""
+    device = trainer.strategy.root_device
+    name = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type
+    processes = f"{trainer.world_size} process{'es' if trainer.world_size > 1 else ''}"
+    nodes = f"{trainer.num_nodes} node{'s' if trainer.num_nodes > 1 else ''}"
+    why = f" ({precision_why})" if precision_why else ""
+    return (
+        f"running on {name}, {processes} on {nodes}, precision {trainer.precision}{why}, "
+        f"run directory {trainer.default_root_dir}"
+    )
 
 
 def idle_cores() -> int:
