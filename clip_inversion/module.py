@@ -150,8 +150,10 @@ class CLIPInversion(LightningModule):
         return None
 
     def training_step(self, batch: PromptBatch, batch_idx: int) -> Tensor:
+        # compiled, a tensor: an int would be compiled as a constant, then once more as a symbol at the next step
+        step = torch.full((), batch_idx, device=self.device) if self.hparams.compile else batch_idx
         with self._explain_errors():
-            terms = self.step_fn(self.inverter.image(), batch_idx)
+            terms = self.step_fn(self.inverter.image(), step)
         loss = self.inverter.loss(terms, batch_idx + 1)
         # Logging reads the values back to the host (a device sync): only on the steps the logger records.
         logging_step = (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0

@@ -457,3 +457,15 @@ def test_a_step_that_cannot_compile_names_the_option_in_one_line(tmp_path, monke
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("clip-inversion: error: --model.compile=true: torch.compile failed on cpu (")
     assert "gcc: command not found" in err[-1] and not any("Traceback" in line for line in err)
+
+
+def test_the_compiled_step_is_traced_once_for_all_its_steps(tmp_path, monkeypatch):
+    from torch._dynamo.testing import CompileCounter
+
+    counter, compile_ = CompileCounter(), torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: compile_(fn, backend=counter))  # traces, no codegen
+    args = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", str(CONFIGS / "augment" / "affine-8.yaml")]
+    args += ["--model.compile=true", "--model.steps=3", "--data.prompts=[a red star]", "--trainer.logger=false"]
+    main([*args, f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"])
+    assert counter.frame_count == 1  # the step number is an input, not a constant to recompile for
+    assert (tmp_path / "manifest.jsonl").is_file()
