@@ -56,5 +56,7 @@ def resolve_precision(precision: str | int | None, accelerator: object) -> tuple
     device_type = landing_device(accelerator)
     if precision not in BF16_MIXED or device_type not in ("cpu", "cuda"):
         return precision, ""
+    if device_type == "cuda" and not torch.cuda.is_available():
+        return precision, ""  # Lightning says there is no GPU
     pays, why = bf16_pays(device_type)
     return (precision, why) if pays else ("32-true", f"{precision} asked for, but {why}")
