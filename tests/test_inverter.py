@@ -77,7 +77,8 @@ def tiny_clip() -> FrozenCLIP:
 
 def test_the_step_compiles_with_the_default_backend():
     """What --model.compile runs: inductor generates and builds C++ (gcc) for the step, the counter-based draws
-    included (their 64-bit hash once overflowed its code generation). About N s on 2 quiet cores."""
+    included (a 64-bit hash in plain int64 overflows its code generation). Slow: about 4 minutes on the shared
+    2-core machine at load 13, most of it inductor and gcc."""
     affine = K.RandomAffine(degrees=30, translate=(0.1, 0.1), scale=(0.7, 1.2), p=0.5, padding_mode="border")
     inv = inverter(tiny_clip(), [affine], copies=2)
     compiled = torch.compile(inv.terms, fullgraph=True)
