@@ -118,7 +118,6 @@ class InversionCLI(LightningCLI):
         run_dir = Path(self.trainer.default_root_dir)
         if isinstance(self.trainer.accelerator, CPUAccelerator) and "OMP_NUM_THREADS" not in os.environ:
             torch.set_num_threads(idle_cores())
-        say(where_it_runs(self.trainer, self.precision_why))
         settings = image_settings(json.loads(self.parser.dump(self.config, format="json", skip_none=False))["fit"])
         first = rank_zero_only.rank == 0  # the other ranks check, and leave writing and deleting to the first
         if first or not config.fresh:
@@ -130,6 +129,7 @@ class InversionCLI(LightningCLI):
             return
         if done:
             say(f"Resuming: {done} of {len(prompts)} prompts already finished in {run_dir}")
+        say(where_it_runs(self.trainer, self.precision_why))
         self.trainer.fit(model, datamodule=datamodule, **kwargs)
         done = len(prompts & finished(run_dir))
         rest = "" if done == len(prompts) else "; rerun the same command to finish the others"
