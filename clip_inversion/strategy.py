@@ -8,6 +8,7 @@ group (for barriers, broadcasts and gathers) but never wraps the module, so rank
 from __future__ import annotations
 
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 
 
@@ -39,10 +40,26 @@ StrategyRegistry.register(
 )
 
 
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def gather_objects(obj: object) -> list[object]:
     """Every rank's ``obj``, in rank order, on every rank (``[obj]`` without a process group)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if not _distributed():
         return [obj]
     gathered: list[object] = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(gathered, obj)
+    return gathered
+
+
+def gather_to_first(obj: object) -> list[object] | None:
+    """Every rank's ``obj`` (tensors moved to the CPU), in rank order, on rank 0 only (``None`` on the others):
+    what only rank 0 writes, such as a checkpoint, without every rank holding everyone's copy."""
+    obj = move_data_to_device(obj, "cpu")
+    if not _distributed():
+        return [obj]
+    first = torch.distributed.get_rank() == 0
+    gathered: list[object] | None = [None] * torch.distributed.get_world_size() if first else None
+    torch.distributed.gather_object(obj, gathered, dst=0)
     return gathered
