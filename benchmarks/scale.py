@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 from lightning import Callback, LightningModule, Trainer
@@ -124,7 +125,7 @@ def measure(args: argparse.Namespace, tmp: Path, n: int, processes: int) -> dict
     run = fit(args, prompts, tmp / f"run-{n}-{processes}", processes)
     lines = run["lines"]
     first_step = next(line["t"] for line in lines if line["event"] == "step")
-    inside = sum(b["t"] - a["t"] for a, b in zip(lines, lines[1:]) if (a["event"], b["event"]) == ("step", "stepped"))
+    inside = sum(b["t"] - a["t"] for a, b in pairwise(lines) if (a["event"], b["event"]) == ("step", "stepped"))
     epochs = [line for line in lines if line["event"] == "epoch"]
     tenth = next(e for e in epochs if e["done"] >= n / 10)
     marginal = (epochs[-1]["t"] - tenth["t"]) / (epochs[-1]["done"] - tenth["done"])
@@ -140,7 +141,8 @@ def measure(args: argparse.Namespace, tmp: Path, n: int, processes: int) -> dict
         "run_dir": tmp / f"run-{n}-{processes}",
     }
     print(
-        f"{n:>6} prompts, {processes} process(es): {result['wall_s']:7.1f} s wall, start-up {result['startup_s']:5.1f} s, "
+        f"{n:>6} prompts, {processes} process(es): {result['wall_s']:7.1f} s wall, "
+        f"start-up {result['startup_s']:5.1f} s, "
         f"marginal {result['marginal_ms']:6.1f} ms a prompt, outside the optimisation {result['outside_ms']:6.1f} ms a "
         f"prompt, peak RSS {result['peak_mib']:6.0f} MiB",
         flush=True,

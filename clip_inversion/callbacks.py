@@ -26,7 +26,7 @@ from clip_inversion.core.image import MAX_SIZE
 from clip_inversion.data import PromptBatch
 from clip_inversion.errors import UsageError
 from clip_inversion.nsfw import Action, NSFWScreen
-from clip_inversion.rundir import append_records, atomic_save_image, check_writable, image_stem
+from clip_inversion.rundir import append_records, atomic_save_image, check_writable, drop_cut_line, image_stem
 from clip_inversion.strategy import gather_objects
 
 log = logging.getLogger(__name__)
@@ -103,9 +103,10 @@ class InversionWriter(Callback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         check_writable(trainer.default_root_dir)  # every rank writes its own images
-        if trainer.is_global_zero:  # a run killed while writing leaves temporary files: not images
+        if trainer.is_global_zero:  # a run killed while writing leaves temporary files and a cut line
             for tmp in Path(trainer.default_root_dir).glob("*/**/.tmp-*.png"):
                 tmp.unlink(missing_ok=True)
+            drop_cut_line(trainer.default_root_dir)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: PromptBatch, batch_idx: int
