@@ -86,7 +86,7 @@ def test_killed_at_random_moments_many_times_every_prompt_ends_exactly_once(tmp_
     rng = random.Random(seed)
     n, command, run_dir = 24, sweep(tmp_path, n=24, steps=10), tmp_path / "run"
     finished: dict[str, int] = {}
-    for kill in range(3):
+    for _ in range(3):
         process = start(command)
         wait_for(process, run_dir, len(finished) + rng.randrange(0, 5))  # 0-4 more prompts (maybe none) ...
         time.sleep(rng.uniform(0, 1.0))  # ... and a moment in a step, a write, a start-up
