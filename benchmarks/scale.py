@@ -34,8 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class Timing(Callback):
-    """Rank 0 appends ``{"t": seconds since the epoch, "event": ..., "done": prompts}`` lines to
-    ``<run dir>/timing.jsonl``: when fitting starts, each step's start and end, each epoch's end."""
+    """Rank 0 writes ``{"t": seconds since the epoch, "event": ..., "done": prompts}`` lines to
+    ``<run dir>/timing.jsonl`` at the end: when fitting starts, each step's start (before the module starts a
+    new batch) and end (after the optimizer's step, before any other callback), each epoch's end."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -45,6 +46,11 @@ class Timing(Callback):
     def _note(self, trainer: Trainer, event: str) -> None:
         if trainer.is_global_zero:
             self.lines.append(json.dumps({"t": time.time(), "event": event, "done": self.done}))
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # First of the callbacks: a step's end is noted before the others draw grids or write files.
+        trainer.callbacks.remove(self)
+        trainer.callbacks.insert(0, self)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.path = Path(trainer.default_root_dir) / "timing.jsonl"
@@ -127,7 +133,7 @@ def measure(args: argparse.Namespace, tmp: Path, n: int, processes: int) -> dict
     first_step = next(line["t"] for line in lines if line["event"] == "step")
     inside = sum(b["t"] - a["t"] for a, b in pairwise(lines) if (a["event"], b["event"]) == ("step", "stepped"))
     epochs = [line for line in lines if line["event"] == "epoch"]
-    tenth = next(e for e in epochs if e["done"] >= n / 10)
+    tenth = next((e for e in epochs[:-1] if e["done"] >= n / 10), lines[0])  # the fit's start if one epoch
     marginal = (epochs[-1]["t"] - tenth["t"]) / (epochs[-1]["done"] - tenth["done"])
     result = {
         "n": n,
@@ -160,10 +166,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=50, help="prompts a process inverts at once")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every process")
     parser.add_argument("--start-lines", type=int, default=10_000, help="the prompts file whose start-up is timed")
+    parser.add_argument("--work-dir", help="where the run directories go (deleted at the end)")
     args = parser.parse_args()
     load = os.getloadavg()[0]
     print(f"{os.cpu_count()} CPUs, load {load:.1f} at the start, OMP_NUM_THREADS={args.threads}", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
         tmp = Path(tmp)
         results = {(n, p): measure(args, tmp, n, p) for p in args.processes for n in args.sizes}
         largest = results[max(args.sizes), max(args.processes)]
