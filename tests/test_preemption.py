@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchvision.io import decode_image
 
 from clip_inversion.data import RepeatBatch
@@ -64,6 +65,13 @@ def check(run_dir: Path, n: int | None = None) -> dict[str, int]:
     return {r["id"]: (run_dir / r["image"]).stat().st_mtime_ns for r in records}
 
 
+def steps_of_last_run(run_dir: Path) -> int:
+    """Optimisation steps the latest run took, from its TensorBoard log (every batch's last step is logged)."""
+    latest = max((run_dir / "lightning_logs").glob("version_*"), key=lambda d: int(d.name.split("_")[1]))
+    (events,) = latest.glob("events.out.tfevents.*")
+    return 1 + max(e.step for e in EventAccumulator(str(events)).Reload().Scalars("train/loss"))
+
+
 def test_sigterm_in_the_middle_of_a_step_stops_cleanly_and_the_rerun_finishes(tmp_path):
     command, run_dir = sweep(tmp_path, n=8, steps=30), tmp_path / "run"
     process = start(command)
@@ -79,6 +87,7 @@ def test_sigterm_in_the_middle_of_a_step_stops_cleanly_and_the_rerun_finishes(tm
     assert "Resuming: 4 of 8 prompts already finished" in process.communicate(timeout=300)[0]
     after = check(run_dir, n=8)
     assert all(after[i] == mtime for i, mtime in before.items())  # finished images were not written again
+    assert steps_of_last_run(run_dir) == 30  # the unfinished batch alone, from its start
 
 
 def test_killed_at_random_moments_many_times_every_prompt_ends_exactly_once(tmp_path):
@@ -102,6 +111,9 @@ def test_killed_at_random_moments_many_times_every_prompt_ends_exactly_once(tmp_
     assert process.returncode == 0, output
     final = check(run_dir, n=n)
     assert all(final[i] == mtime for i, mtime in finished.items()), f"seed {seed}: a finished prompt was redone"
+    groups = [[f"{i:05d}" for i in range(start, start + 4)] for start in range(0, n, 4)]  # 2 processes x 2
+    unfinished = sum(any(i not in finished for i in group) for group in groups)
+    assert steps_of_last_run(run_dir) == 10 * unfinished, f"seed {seed}: finished prompts were inverted again"
     assert f"{n} of {n} prompts finished" in output
 
 
