@@ -9,9 +9,11 @@ a timing callback added. Printed a run: wall time; start-up (process start to th
 time a prompt, from the run's own clock, over its prompts after the first tenth; the time a prompt outside
 the optimisation (wall time less the time inside training steps, over the prompts: start-up, planning,
 finding finished prompts, writing images, manifest lines, logs); the peak resident memory of the largest
-process. Then a rerun of the largest finished sweep (it must say "Nothing left to do") and the start-up of a
-10,000-line prompts file. The last line is ``marginal_ratio=R memory_ratio=M`` (the largest size against the
-one before it, the most processes).
+process; the CPU time of all its processes; the time a prompt over the last tenth of its epochs against the
+second tenth (above 1: later prompts cost more). Then a rerun of the largest finished sweep (it must say
+"Nothing left to do"), the start-up of a 10,000-line prompts file, and the CPU time a prompt between sizes.
+The last line is ``marginal_ratio=R memory_ratio=M`` (the largest size against the one before it, the most
+processes).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -109,20 +112,23 @@ def fit(args: argparse.Namespace, prompts: Path, run_dir: Path, processes: int, 
     command += [f"--data.batch_size={args.batch_size}", f"--trainer.devices={processes}", "--model.augmentations=[]"]
     command += ["--trainer.enable_progress_bar=false", "--trainer.callbacks+=scale.Timing", *extra]
     env = os.environ | {"PYTHONPATH": f"{ROOT}:{ROOT / 'benchmarks'}", "OMP_NUM_THREADS": str(args.threads)}
-    start = time.time()
+    start, before = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     stop, peaks = threading.Event(), {}
     watcher = threading.Thread(target=peak_rss, args=(process.pid, stop, peaks))
     watcher.start()
     stderr = process.communicate()[1]
     wall = time.time() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime  # every process of the run
     stop.set()
     watcher.join()
     if process.returncode:
         raise SystemExit(f"{' '.join(command)} failed:\n{stderr}")
     timing = run_dir / "timing.jsonl"
     lines = [json.loads(line) for line in timing.read_text().splitlines()] if timing.exists() else []
-    return {"start": start, "wall": wall, "peak": max(peaks.values(), default=0), "stderr": stderr, "lines": lines}
+    peak = max(peaks.values(), default=0)
+    return {"start": start, "wall": wall, "cpu": cpu, "peak": peak, "stderr": stderr, "lines": lines}
 
 
 def measure(args: argparse.Namespace, tmp: Path, n: int, processes: int) -> dict:
@@ -135,12 +141,16 @@ def measure(args: argparse.Namespace, tmp: Path, n: int, processes: int) -> dict
     epochs = [line for line in lines if line["event"] == "epoch"]
     tenth = next((e for e in epochs[:-1] if e["done"] >= n / 10), lines[0])  # the fit's start if one epoch
     marginal = (epochs[-1]["t"] - tenth["t"]) / (epochs[-1]["done"] - tenth["done"])
+    tenths = [epochs[round(k * (len(epochs) - 1) / 10)] for k in (1, 2, 9, 10)]  # 2nd and last tenth of epochs
+    early, late = ((b["t"] - a["t"]) / max(1, b["done"] - a["done"]) for a, b in (tenths[:2], tenths[2:]))
     result = {
         "n": n,
         "processes": processes,
         "wall_s": run["wall"],
         "startup_s": first_step - run["start"],
         "marginal_ms": 1000 * marginal,
+        "late_over_early": late / early,
+        "cpu_s": run["cpu"],
         "outside_ms": 1000 * (run["wall"] - inside) / n,
         "peak_mib": run["peak"] / 2**20,
         "prompts": prompts,
@@ -150,7 +160,8 @@ def measure(args: argparse.Namespace, tmp: Path, n: int, processes: int) -> dict
         f"{n:>6} prompts, {processes} process(es): {result['wall_s']:7.1f} s wall, "
         f"start-up {result['startup_s']:5.1f} s, "
         f"marginal {result['marginal_ms']:6.1f} ms a prompt, outside the optimisation {result['outside_ms']:6.1f} ms a "
-        f"prompt, peak RSS {result['peak_mib']:6.0f} MiB",
+        f"prompt, peak RSS {result['peak_mib']:6.0f} MiB, CPU {result['cpu_s']:6.1f} s, last tenth against "
+        f"the second {result['late_over_early']:.2f}",
         flush=True,
     )
     return result
@@ -176,12 +187,19 @@ def main() -> None:
         largest = results[max(args.sizes), max(args.processes)]
         rerun = fit(args, largest["prompts"], largest["run_dir"], max(args.processes))
         assert "Nothing left to do" in rerun["stderr"], rerun["stderr"]
-        print(f"rerun of the finished {max(args.sizes)}-prompt sweep: {rerun['wall']:.1f} s to 'Nothing left to do'")
+        print(
+            f"rerun of the finished {max(args.sizes)}-prompt sweep: {rerun['wall']:.1f} s to 'Nothing left to do' "
+            f"({rerun['cpu']:.1f} s of CPU)"
+        )
         prompts = tmp / "start.txt"
         prompts.write_text("".join(f"a photo of thing number {i}\n" for i in range(args.start_lines)))
         first = fit(args, prompts, tmp / "start", 1, "--trainer.max_steps=1")
         start_up = next(line["t"] for line in first["lines"] if line["event"] == "step") - first["start"]
         print(f"{args.start_lines}-line prompts file: first step {start_up:.1f} s after the process started")
+    for p in args.processes:
+        sizes = sorted(args.sizes)
+        cpu = [(results[b, p]["cpu_s"] - results[a, p]["cpu_s"]) / (b - a) for a, b in pairwise(sizes)]
+        print(f"{p} process(es): CPU a prompt between sizes " + ", ".join(f"{1000 * c:.1f} ms" for c in cpu))
     big, small = sorted(args.sizes)[-1], sorted(args.sizes)[-2]
     most = max(args.processes)
     marginal = results[big, most]["marginal_ms"] / results[small, most]["marginal_ms"]
