@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import resource
@@ -149,7 +150,7 @@ def measure(args: argparse.Namespace, tmp: Path, n: int, processes: int) -> dict
         "wall_s": run["wall"],
         "startup_s": first_step - run["start"],
         "marginal_ms": 1000 * marginal,
-        "late_over_early": late / early,
+        "late_over_early": late / early if len(epochs) > 10 else math.nan,  # too few epochs to tell
         "cpu_s": run["cpu"],
         "outside_ms": 1000 * (run["wall"] - inside) / n,
         "peak_mib": run["peak"] / 2**20,
