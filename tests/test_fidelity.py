@@ -286,3 +286,19 @@ def test_paper_config_inverts_openai_weights_with_quick_gelu(tmp_path, monkeypat
     assert not any(type(m) is torch.nn.GELU for m in modules)
     assert not [w for w in caught if "QuickGELU mismatch" in str(w.message)]
     assert (tmp_path / "run" / "manifest.jsonl").is_file()  # the run went through
+
+
+def test_the_model_is_preprocessed_as_open_clip_preprocesses_it():
+    from clip_inversion.core.clip import CLIPSpec, load_clip
+
+    clip = load_clip(CLIPSpec("toy-subject"))
+    _, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{SUBJECT}")
+    (resize,) = [t for t in preprocess.transforms if isinstance(t, Resize)]
+    (normalize,) = [t for t in preprocess.transforms if isinstance(t, Normalize)]
+    assert clip.image_size == (resize.size, resize.size) and resize.interpolation == InterpolationMode.BICUBIC
+    torch.testing.assert_close(clip.mean.flatten(), torch.tensor(normalize.mean))
+    torch.testing.assert_close(clip.std.flatten(), torch.tensor(normalize.std))
+    views = torch.rand(2, 3, 32, 32)  # smaller than the input: upsampled bicubic, as the released Scale does
+    expected = F.interpolate(views, size=clip.image_size, mode="bicubic")
+    features = clip.model.encode_image((expected - clip.mean) / clip.std)
+    torch.testing.assert_close(clip.encode_image(views), F.normalize(features, dim=-1))
