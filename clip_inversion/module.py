@@ -24,10 +24,8 @@ from clip_inversion.core.objective import Distance
 from clip_inversion.core.targets import load_image
 from clip_inversion.data import PromptBatch
 from clip_inversion.errors import UsageError
-from clip_inversion.strategy import gather_to_first
 
 ImageFactory = Callable[[list[int], int], ImageParam]
-RANK_STATE = ("state_dict", "optimizer_states", "lr_schedulers", "prompts")  # what differs between ranks
 
 
 def check_optimizer(optimizer: OptimizerCallable) -> None:
@@ -193,27 +191,9 @@ class CLIPInversion(LightningModule):
             ) from e
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep every rank's state: each inverts its own prompts, and Lightning would save rank 0's alone.
-
-        ``checkpoint["ranks"]`` lists, in rank order, each rank's images, targets, optimizer and scheduler
-        states and batch of prompts; the top-level entries stay rank 0's (what a one-process run reads)."""
         checkpoint["prompts"] = asdict(self.prompts) if self.prompts else None
-        checkpoint["ranks"] = gather_to_first({key: checkpoint.get(key) for key in RANK_STATE})
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Take this rank's state and the checkpoint's shapes (the image may have been upsampled) before its
-        tensors load.
-
-        Raises:
-            UsageError: the checkpoint was saved by another number of processes (its batches hold other prompts).
-        """
-        ranks = checkpoint.get("ranks") or [{key: checkpoint.get(key) for key in RANK_STATE}]
-        if len(ranks) != self.trainer.world_size:
-            raise UsageError(
-                f"--ckpt_path: the checkpoint was saved by {len(ranks)} processes, this run has "
-                f"{self.trainer.world_size}: resume with the same --trainer.devices and --trainer.num_nodes, or "
-                "drop --ckpt_path (finished prompts are kept; unfinished batches start again)"
-            )
-        checkpoint.update(ranks[self.trainer.global_rank])  # Lightning restores the optimizers from it next
+        """Take the checkpoint's shapes (the image may have been upsampled) before its tensors load."""
         self.inverter.resize_for(checkpoint["state_dict"], prefix="inverter.")
         self.prompts = PromptBatch(**checkpoint["prompts"]) if checkpoint.get("prompts") else None

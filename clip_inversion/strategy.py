@@ -7,9 +7,15 @@ group (for barriers, broadcasts and gathers) but never wraps the module, so rank
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
+
+from clip_inversion.errors import UsageError
+
+RANK_STATE = ("state_dict", "optimizer_states", "lr_schedulers", "prompts")  # what differs between ranks
 
 
 class IndependentDDPStrategy(DDPStrategy):
@@ -24,6 +30,28 @@ class IndependentDDPStrategy(DDPStrategy):
         """No launcher for a single process: nothing to launch, and notebooks (which refuse one) work."""
         if self.num_nodes * self.num_processes > 1:
             super()._configure_launcher()
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
+        """Keep every rank's state (Lightning saves rank 0's alone): ``checkpoint["ranks"]`` lists, in rank order,
+        each rank's images, targets, optimizer and scheduler states and prompts; the rest stays rank 0's."""
+        ranks = gather_to_first({key: checkpoint.get(key) for key in RANK_STATE})  # every rank calls this
+        super().save_checkpoint({**checkpoint, "ranks": ranks}, filepath, storage_options)
+
+    def load_checkpoint(self, checkpoint_path: Any) -> dict[str, Any]:
+        """The checkpoint with this rank's own state in place of rank 0's.
+
+        Raises:
+            UsageError: it was saved by another number of processes (its batches hold other prompts).
+        """
+        checkpoint = super().load_checkpoint(checkpoint_path)
+        ranks = checkpoint.get("ranks") or [{key: checkpoint.get(key) for key in RANK_STATE}]
+        if len(ranks) != self.world_size:
+            raise UsageError(
+                f"--ckpt_path: the checkpoint was saved by {len(ranks)} processes, this run has {self.world_size}: "
+                "resume with the same --trainer.devices and --trainer.num_nodes, or drop --ckpt_path (finished "
+                "prompts are kept; unfinished batches start again)"
+            )
+        return checkpoint | ranks[self.global_rank]
 
     def setup_distributed(self) -> None:
         """Join the process group, unless this is the only process (a laptop, one GPU): then there is none."""
