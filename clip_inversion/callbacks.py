@@ -271,9 +271,9 @@ class RunCheckpoint(ModelCheckpoint):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        # One small collective a step: ranks may get the signal during different steps, and must stop together.
         if self.requeue_signal is None:
             return
+        # One small collective a step: ranks may get the signal during different steps, and must stop together.
         if not trainer.strategy.reduce_boolean_decision(self.requeue_requested, all=False):
             return
         # As a scheduled last.ckpt, so that the end of the run does not overwrite it with the epoch "completed".

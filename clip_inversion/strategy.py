@@ -31,28 +31,6 @@ class IndependentDDPStrategy(DDPStrategy):
         if self.num_nodes * self.num_processes > 1:
             super()._configure_launcher()
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
-        """Keep every rank's state (Lightning saves rank 0's alone): ``checkpoint["ranks"]`` lists, in rank order,
-        each rank's images, targets, optimizer and scheduler states and prompts; the rest stays rank 0's."""
-        ranks = gather_to_first({key: checkpoint.get(key) for key in RANK_STATE})  # every rank calls this
-        super().save_checkpoint({**checkpoint, "ranks": ranks}, filepath, storage_options)
-
-    def load_checkpoint(self, checkpoint_path: Any) -> dict[str, Any]:
-        """The checkpoint with this rank's own state in place of rank 0's.
-
-        Raises:
-            UsageError: it was saved by another number of processes (its batches hold other prompts).
-        """
-        checkpoint = super().load_checkpoint(checkpoint_path)
-        ranks = checkpoint.get("ranks") or [{key: checkpoint.get(key) for key in RANK_STATE}]
-        if len(ranks) != self.world_size:
-            raise UsageError(
-                f"--ckpt_path: the checkpoint was saved by {len(ranks)} processes, this run has {self.world_size}: "
-                "resume with the same --trainer.devices and --trainer.num_nodes, or drop --ckpt_path (finished "
-                "prompts are kept; unfinished batches start again)"
-            )
-        return checkpoint | ranks[self.global_rank]
-
     def setup_distributed(self) -> None:
         """Join the process group, unless this is the only process (a laptop, one GPU): then there is none."""
         if self.num_nodes * self.num_processes > 1:
@@ -91,3 +69,29 @@ def gather_to_first(obj: object) -> list[object] | None:
     gathered: list[object] | None = [None] * torch.distributed.get_world_size() if first else None
     torch.distributed.gather_object(obj, gathered, dst=0)
     return gathered
+
+
+def keep_every_rank(checkpoint: dict[str, Any], prompts: dict | None) -> None:
+    """Set ``checkpoint["prompts"]`` and keep every rank's state, as each inverts its own prompts and Lightning
+    saves rank 0's alone: ``checkpoint["ranks"]`` lists, in rank order, each rank's images, targets, optimizer
+    and scheduler states and prompts (the top-level entries stay rank 0's). Every rank calls this."""
+    checkpoint["prompts"] = prompts
+    checkpoint["ranks"] = gather_to_first({key: checkpoint.get(key) for key in RANK_STATE})
+
+
+def take_this_rank(checkpoint: dict[str, Any], trainer: Any) -> dict[str, Any]:
+    """Put this rank's own state in place of rank 0's in a loaded checkpoint, and return it.
+
+    Raises:
+        UsageError: it was saved by another number of processes (its batches hold other prompts).
+    """
+    ranks = checkpoint.get("ranks") or [{key: checkpoint.get(key) for key in RANK_STATE}]
+    world_size = trainer.world_size
+    if len(ranks) != world_size:
+        raise UsageError(
+            f"--ckpt_path: the checkpoint was saved by {len(ranks)} processes, this run has {world_size}: resume "
+            "with the same --trainer.devices and --trainer.num_nodes, or drop --ckpt_path (finished prompts are "
+            "kept; unfinished batches start again)"
+        )
+    checkpoint.update(ranks[trainer.global_rank])  # Lightning restores the optimizers from it after the module
+    return checkpoint
