@@ -24,6 +24,7 @@ from clip_inversion.core.objective import Distance
 from clip_inversion.core.targets import load_image
 from clip_inversion.data import PromptBatch
 from clip_inversion.errors import UsageError, first_line
+from clip_inversion.strategy import keep_every_rank, take_this_rank
 
 ImageFactory = Callable[[list[int], int], ImageParam]
 
@@ -204,9 +205,9 @@ class CLIPInversion(LightningModule):
             ) from e
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["prompts"] = asdict(self.prompts) if self.prompts else None
+        keep_every_rank(checkpoint, asdict(self.prompts) if self.prompts else None)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Take the checkpoint's shapes (the image may have been upsampled) before its tensors load."""
-        self.inverter.resize_for(checkpoint["state_dict"], prefix="inverter.")
+        """Take this rank's state and its shapes (the image may have been upsampled) before its tensors load."""
+        self.inverter.resize_for(take_this_rank(checkpoint, self.trainer)["state_dict"], prefix="inverter.")
         self.prompts = PromptBatch(**checkpoint["prompts"]) if checkpoint.get("prompts") else None
