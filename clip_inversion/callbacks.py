@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
+import subprocess
 import sys
 import textwrap
+import threading
 import time
 from itertools import pairwise
 from pathlib import Path
@@ -14,6 +18,7 @@ from typing import Any
 
 import torch
 from lightning import Callback, LightningModule, Trainer
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from PIL import Image, ImageDraw
 from torch import Tensor
@@ -24,7 +29,7 @@ from clip_inversion.core.image import MAX_SIZE
 from clip_inversion.data import PromptBatch
 from clip_inversion.errors import UsageError
 from clip_inversion.nsfw import Action, NSFWScreen
-from clip_inversion.rundir import append_records, atomic_save_image, check_writable, image_stem
+from clip_inversion.rundir import append_records, atomic_save_image, check_writable, drop_cut_line, image_stem
 from clip_inversion.strategy import gather_objects
 
 log = logging.getLogger(__name__)
@@ -109,9 +114,10 @@ class InversionWriter(Callback):
                 last_step,
             )
         check_writable(trainer.default_root_dir)  # every rank writes its own images
-        if trainer.is_global_zero:  # a run killed while writing leaves temporary files: not images
+        if trainer.is_global_zero:  # a run killed while writing leaves temporary files and a cut line
             for tmp in Path(trainer.default_root_dir).glob("*/**/.tmp-*.png"):
                 tmp.unlink(missing_ok=True)
+            drop_cut_line(trainer.default_root_dir)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: PromptBatch, batch_idx: int
@@ -285,7 +291,11 @@ def labelled(image: Tensor, label: str, width: int = 128) -> Tensor:
 
 class RunCheckpoint(ModelCheckpoint):
     """``last.ckpt`` every ``every_n_train_steps`` steps in ``dirpath``, the same folder for every rerun of a
-    command, so ``--ckpt_path=last`` resumes mid-batch (image, resolution, optimizer and all).
+    command, so ``--ckpt_path=last`` resumes mid-batch (every rank's image, resolution, optimizer and all).
+
+    Under SLURM (``#SBATCH --signal=SIGUSR1@120``) the requeue signal is answered at the end of the step it
+    arrives in, by every rank together: ``last.ckpt`` is saved, rank 0 runs ``scontrol requeue $SLURM_JOB_ID``
+    and the run stops. Lightning's own handler would save in the middle of a step, rank 0's state alone.
 
     Args:
         every_n_train_steps: steps between checkpoints.
@@ -294,6 +304,57 @@ class RunCheckpoint(ModelCheckpoint):
 
     def __init__(self, every_n_train_steps: int = 100, dirpath: str | None = None) -> None:
         super().__init__(dirpath=dirpath, every_n_train_steps=every_n_train_steps, save_last=True, save_top_k=0)
+        self.requeue_signal: signal.Signals | None = None  # set under SLURM with auto-requeue
+        self.requeue_requested, self._previous_handler = False, None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        environment = getattr(trainer.strategy, "cluster_environment", None)
+        if not (isinstance(environment, SLURMEnvironment) and environment.auto_requeue and environment.requeue_signal):
+            return
+        sig = environment.requeue_signal
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(sig) in (None, signal.SIG_DFL):
+            # Installed before Lightning registers its handlers, so it leaves this signal to us.
+            self.requeue_signal, self.requeue_requested = sig, False
+            self._previous_handler = signal.signal(sig, self._request_requeue)
+
+    def _request_requeue(self, signum: int, frame: Any) -> None:
+        self.requeue_requested = True
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self.requeue_signal is None:
+            return
+        # One small collective a step: ranks may get the signal during different steps, and must stop together.
+        if not trainer.strategy.reduce_boolean_decision(self.requeue_requested, all=False):
+            return
+        # As a scheduled last.ckpt, so that the end of the run does not overwrite it with the epoch "completed".
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if trainer.is_global_zero:
+            requeue()
+        trainer.should_stop = True  # the batch is cut short: nothing of it is recorded, the checkpoint resumes it
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        super().teardown(trainer, pl_module, stage)
+        if self.requeue_signal is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(self.requeue_signal, self._previous_handler)
+            self.requeue_signal = None
+
+
+def requeue() -> None:
+    """``scontrol requeue`` this SLURM job (an array job's own task), logging the outcome."""
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ["SLURM_JOB_ID"]
+    try:
+        status = subprocess.call(["scontrol", "requeue", job])
+    except OSError as e:
+        status = e.strerror
+    if status == 0:
+        log.warning("preempted: state saved to checkpoints/last.ckpt and SLURM job %s requeued", job)
+    else:
+        log.warning("preempted: state saved, but `scontrol requeue %s` failed (%s): resubmit the job", job, status)
 
 
 def _models(pl_module: LightningModule) -> list[dict[str, Any]]:

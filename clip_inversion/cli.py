@@ -35,6 +35,7 @@ from clip_inversion.callbacks import InversionWriter, LogProgress, RunCheckpoint
 from clip_inversion.data import PromptDataModule
 from clip_inversion.errors import UsageError, describe_load_error
 from clip_inversion.module import CLIPInversion
+from clip_inversion.precision import resolve_precision
 from clip_inversion.rundir import claim, finished, kept_as_found, read_records
 from clip_inversion.usage import DESCRIPTION, FIT_DESCRIPTION
 
@@ -100,6 +101,9 @@ class InversionCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.sweep.models:
             raise UsageError("this config describes a model sweep (sweep.models): run it with clip-inversion-sweep")
+        config.trainer.precision, self.precision_why = resolve_precision(
+            config.trainer.precision, config.trainer.accelerator
+        )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
@@ -113,6 +117,10 @@ class InversionCLI(LightningCLI):
                 callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
         if not sys.stderr.isatty() and not any(isinstance(c, ProgressBar) for c in given):  # a log: lines, not a bar
             trainer.callbacks = [LogProgress() if isinstance(c, TQDMProgressBar) else c for c in trainer.callbacks]
+        accelerator = self.config[self.subcommand].trainer.accelerator if self.subcommand else None
+        if accelerator == "auto" and isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > 1:
+            n = trainer.num_devices
+            say(f"warning: no GPU found (--trainer.accelerator=auto): --trainer.devices={n} runs {n} CPU processes")
         return trainer
 
     def fit(self, model: LightningModule, datamodule: LightningDataModule, **kwargs: Any) -> None:
@@ -138,10 +146,24 @@ class InversionCLI(LightningCLI):
             return
         if done:
             say(f"Resuming: {done} of {len(prompts)} prompts already finished in {run_dir}")
+        say(where_it_runs(self.trainer, self.precision_why))
         self.trainer.fit(model, datamodule=datamodule, **kwargs)
         done = len(prompts & finished(run_dir))
         rest = "" if done == len(prompts) else "; rerun the same command to finish the others"
         say(f"{done} of {len(prompts)} prompts finished in {run_dir}{rest}")
+
+
+def where_it_runs(trainer: Trainer, precision_why: str = "") -> str:
+    """One line for the start of a run: the device, processes and nodes, precision (and why) and run directory."""
+    device = trainer.strategy.root_device
+    name = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type
+    processes = f"{trainer.world_size} process{'es' if trainer.world_size > 1 else ''}"
+    nodes = f"{trainer.num_nodes} node{'s' if trainer.num_nodes > 1 else ''}"
+    why = f" ({precision_why})" if precision_why else ""
+    return (
+        f"running on {name}, {processes} on {nodes}, precision {trainer.precision}{why}, "
+        f"run directory {trainer.default_root_dir}"
+    )
 
 
 def idle_cores(read_stat: Callable[[], str] | None = None, window: float = 0.3) -> int:

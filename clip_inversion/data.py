@@ -191,7 +191,10 @@ class RepeatBatch(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        return iter([self.epoch] * self.steps)
+        # Read the epoch at each draw, not when the iterator is made: resuming from a checkpoint, Lightning
+        # makes the iterator before it sets the restored epoch.
+        for _ in range(self.steps):
+            yield self.epoch
 
     def __len__(self) -> int:
         return self.steps

@@ -84,6 +84,21 @@ def append_records(run_dir: Path, records: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
+def drop_cut_line(run_dir: str | Path) -> None:
+    """Remove the manifest's last line if a crash cut it short (no newline), so the next line appended starts
+    a line of its own instead of joining it (and both being lost)."""
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        return
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0 or (f.seek(size - 1), f.read(1))[1] == b"\n":
+            return
+        tail = min(size, 1 << 20)  # a line is far shorter: look back from the end only
+        f.seek(size - tail)
+        f.truncate(size - tail + f.read(tail).rfind(b"\n") + 1)
+
+
 def read_records(run_dir: str | Path) -> list[dict]:
     """Every complete line of a run's manifest (a line cut short by a crash is ignored)."""
     path = Path(run_dir) / MANIFEST

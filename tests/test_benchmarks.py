@@ -97,7 +97,8 @@ def test_world_b_inverts_with_its_subject_and_is_scored_by_its_judge(monkeypatch
         return judge_run(run_dir, judge, world)
 
     monkeypatch.setattr(toy_judge, "judge_run", recorded)
-    monkeypatch.setattr("sys.argv", ["toy_judge.py", "--world", "b", "--seeds", "0", "--", "--model.steps=1"])
+    one_step = ["--model.steps=1", "--model.init_size=64", "--trainer.callbacks=[]"]  # at the judge's input size
+    monkeypatch.setattr("sys.argv", ["toy_judge.py", "--world", "b", "--seeds", "0", "--", *one_step])
     toy_judge.main()
     assert seen["model"] == "toy-clutter-subject" and seen["judge"] == "toy-clutter-judge"
     row = capsys.readouterr().out.strip().split(" | ")

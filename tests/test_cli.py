@@ -1,6 +1,7 @@
 """The user's path: ``clip-inversion fit --config configs/...yaml`` through ``main``."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -282,6 +283,7 @@ def test_out_of_memory_names_the_settings_to_lower(tmp_path, monkeypatch, capsys
 def test_fast_settings_run_and_log_only_on_logging_steps(tmp_path, monkeypatch):
     from clip_inversion.module import CLIPInversion
 
+    monkeypatch.setattr("clip_inversion.precision.cpu_flags", lambda: {"amx_bf16"})  # bf16 as on a CPU made for it
     logged = []
     original = CLIPInversion.log
     monkeypatch.setattr(
@@ -481,6 +483,7 @@ def test_a_run_says_only_what_matters(tmp_path):
     result = subprocess.run([sys.executable, "-m", "clip_inversion", *args], capture_output=True, text=True, check=True)
     # no banner, tips, seed notice, deprecation warnings or open_clip log lines: our own lines only
     assert result.stderr.splitlines() == [
+        f"clip-inversion: running on cpu, 1 process on 1 node, precision 32-true, run directory {tmp_path}",
         "ResolutionSchedule milestones at steps [100] come after the last step (--model.steps=2): never reached",
         "--writer.snapshot_steps [25, 100, 200] come after the last step (--model.steps=2): never written",
         f"clip-inversion: 1 of 1 prompts finished in {tmp_path}",
@@ -525,3 +528,69 @@ def test_progress_lines_come_about_every_tenth_of_a_batch_on_logged_steps(steps,
     from clip_inversion.callbacks import LogProgress
 
     assert LogProgress(every).interval(SimpleNamespace(log_every_n_steps=logged), steps) == expected
+
+
+@pytest.mark.parametrize(
+    ("flags", "precision"),
+    [
+        (set(), "precision 32-true (bf16-mixed asked for, but this CPU has no AMX bf16 units"),
+        ({"avx512_bf16", "amx_bf16"}, "precision bf16-mixed (this CPU has AMX bf16 units)"),
+    ],
+)
+def test_a_run_says_where_it_runs_and_runs_bf16_only_where_it_pays(tmp_path, monkeypatch, capsys, flags, precision):
+    monkeypatch.setattr("clip_inversion.precision.cpu_flags", lambda: flags)
+    args = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", str(CONFIGS / "fast.yaml")]
+    args += ["--model.steps=1", "--data.prompts=[a red star]", "--trainer.logger=false"]
+    main([*args, f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"])
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "running on" in line]
+    assert line.startswith(f"clip-inversion: running on cpu, 1 process on 1 node, {precision}")
+    assert line.endswith(f"run directory {tmp_path}")
+    # the run directory records the precision the images were made with
+    assert json.loads((tmp_path / "run.json").read_text())["settings"]["trainer.precision"] == precision.split()[1]
+
+
+def test_several_devices_without_a_gpu_warn_that_they_are_cpu_processes(tmp_path):
+    args = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--model.steps=1", "--trainer.logger=false"]
+    args += ["--data.prompts=[a red star, a blue square]", "--data.batch_size=1", "--trainer.devices=2"]
+    args += [f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"]
+    launched = {"MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "GLOBAL_RANK", "WORLD_SIZE"}  # left by runs
+    env = {k: v for k, v in os.environ.items() if k not in launched} | {"CUDA_VISIBLE_DEVICES": ""}  # no GPU
+    result = subprocess.run(
+        [sys.executable, "-m", "clip_inversion", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()  # the first process speaks, once
+    warning = (
+        "clip-inversion: warning: no GPU found (--trainer.accelerator=auto): --trainer.devices=2 runs 2 CPU processes"
+    )
+    assert lines.count(warning) == 1
+    assert sum(line.startswith("clip-inversion: running on cpu, 2 processes on 1 node, ") for line in lines) == 1
+
+
+def test_a_step_that_cannot_compile_names_the_option_in_one_line(tmp_path, monkeypatch, capsys):
+    import torch._inductor.compile_fx
+
+    def no_compiler(*args, **kwargs):
+        raise OSError("gcc: command not found")
+
+    monkeypatch.setattr(torch._inductor.compile_fx, "compile_fx", no_compiler)
+    args = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", str(CONFIGS / "augment" / "affine-8.yaml")]
+    args += ["--model.compile=true", "--model.steps=1", "--data.prompts=[a red star]", "--trainer.logger=false"]
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("clip-inversion: error: --model.compile=true: torch.compile failed on cpu (")
+    assert "gcc: command not found" in err[-1] and not any("Traceback" in line for line in err)
+
+
+def test_the_compiled_step_is_traced_once_for_all_its_steps(tmp_path, monkeypatch):
+    from torch._dynamo.testing import CompileCounter
+
+    counter, compile_ = CompileCounter(), torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: compile_(fn, backend=counter))  # traces, no codegen
+    args = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", str(CONFIGS / "augment" / "affine-8.yaml")]
+    args += ["--model.compile=true", "--model.steps=3", "--data.prompts=[a red star]", "--trainer.logger=false"]
+    main([*args, f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"])
+    assert counter.frame_count == 1  # the step number is an input, not a constant to recompile for
+    assert (tmp_path / "manifest.jsonl").is_file()
