@@ -126,7 +126,7 @@ def protocol(out: Path, recipes: list[str], tune: list[int], report: list[int]) 
     candidates = [r for r in recipes if r != BASELINE]
     for chosen_on, reported_on in (("a", "b"), ("b", "a")):
         tuned = {r: load(out, r, chosen_on, tune) for r in candidates}
-        tuned = {r: runs for r, runs in tuned.items() if len(runs) == len(tune)}
+        tuned = {r: runs for r, runs in tuned.items() if runs and len(runs) == len(tune)}
         if not tuned:
             print(f"- tuned on world {chosen_on.upper()}: no tuning runs (seeds {tune}); nothing chosen")
             continue

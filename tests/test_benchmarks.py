@@ -60,7 +60,9 @@ def test_world_b_inverts_with_its_subject_and_is_scored_by_its_judge(monkeypatch
     toy_judge = benchmark(monkeypatch, "toy_judge")
     seen = {}
 
-    def judge_run(run_dir, judge, world):  # what the benchmark scored, recorded before its run dir goes
+    def judge_run(
+        run_dir, judge, world, per_caption=False
+    ):  # what the benchmark scored, recorded before its run dir goes
         seen.update(model=read_manifest(run_dir)[0].record["model"], judge=judge.model_name, world=world)
         return {"colour": 0.5, "shape": 0.5, "caption": 0.2, "judge_cosine": 0.1, "subject_cosine": 0.9, "images": 30}
 
