@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -152,6 +153,7 @@ def main() -> None:
     parser.add_argument("--tune-seeds", type=int, nargs="*", default=[10, 11])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "compare-recipes", help="where runs are stored")
     parser.add_argument("--no-run", action="store_true", help="print the table from the stored runs only")
+    parser.add_argument("--until", help="start no run after this UTC time, HH:MM (a shared machine's deadline)")
     args = parser.parse_args()
     recipes = [BASELINE, *(r for r in args.recipes if r != BASELINE)]
     for recipe in recipes:
@@ -162,7 +164,8 @@ def main() -> None:
         for seed in [*args.report_seeds, *args.tune_seeds]:  # seed by seed: a stopped run leaves balanced rows
             for world in args.worlds:
                 for recipe in recipes:
-                    if not run_path(args.out, recipe, world, seed).is_file():
+                    late = args.until and datetime.now(timezone.utc).strftime("%H:%M") >= args.until
+                    if not late and not run_path(args.out, recipe, world, seed).is_file():
                         run_once(args.out, recipe, world, seed)
     table(args.out, recipes, args.worlds, args.report_seeds)
     print()
