@@ -148,11 +148,13 @@ def command_line_prompts(data: Any, args: list[str]) -> None:
 
 
 def image_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The settings that shape an image, ``{dotted option: value}``, from a dumped ``fit`` config: every model
-    option but the speed-only ``channels_last`` and ``compile`` and the weights' ``cache_dir``, the resolution
-    schedule, the precision and the data seed."""
+    """The settings that shape what a run writes, ``{dotted option: value}``, from a dumped ``fit`` config: every
+    model option but the speed-only ``channels_last`` and ``compile`` and the weights' ``cache_dir``, every
+    writer option (normalisation, snapshots, the NSFW screen), the resolution schedule, the precision and the
+    data seed."""
     settings: dict[str, Any] = {}
     _flatten("model", {k: v for k, v in config["model"].items() if k not in ("channels_last", "compile")}, settings)
+    _flatten("writer", config["writer"], settings)
     settings.pop("model.clip.cache_dir", None)
     callbacks = config["trainer"].get("callbacks") or []
     schedules = [c.get("init_args", {}).get("milestones") for c in callbacks if "ResolutionSchedule" in c["class_path"]]

@@ -104,6 +104,15 @@ def finished(run_dir: str | Path) -> set[tuple[str, str]]:
     }
 
 
+def snapshots(run_dir: str | Path, record: dict) -> list[tuple[int, Path]]:
+    """``(step, path)`` of a manifest record's snapshots, oldest first, without the one of its last step (the
+    final image's twin); ``[]`` when it has none."""
+    stem = image_stem(record["id"], record["prompt"]) if "id" in record else Path(record.get("image") or "").stem
+    found = (path for path in (Path(run_dir) / "snapshots" / stem).glob("step-*.png") if path.stem[5:].isdigit())
+    found = sorted((int(path.stem[5:]), path) for path in found)
+    return [(step, path) for step, path in found if step != record.get("steps")]
+
+
 def has_results(run_dir: str | Path) -> bool:
     """Whether a run directory holds finished prompts or a checkpoint to resume from."""
     return bool(read_records(run_dir)) or (Path(run_dir) / "checkpoints" / "last.ckpt").is_file()

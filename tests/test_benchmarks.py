@@ -1,14 +1,19 @@
 """The speed suite's rows run (tiny settings, CPU): the GPU case is the same code, not dead code."""
 
 import importlib.util
+import json
 from pathlib import Path
 
+import open_clip
 import pytest
+import torch
+from PIL import Image
+from scipy.stats import binomtest
 
 from clip_inversion.rundir import read_manifest
-from clip_inversion.toyworld.clutter import ClutterWorld
 
-SPEED = Path(__file__).parents[1] / "benchmarks" / "speed.py"
+ROOT = Path(__file__).parents[1]
+SPEED = ROOT / "benchmarks" / "speed.py"
 
 
 @pytest.fixture(scope="module")
@@ -56,23 +61,43 @@ def test_the_parameterisation_comparison_pools_seeds_and_compares_with_its_basel
     assert abs(float(difference) - (pooled[1] - pooled[0])) <= 1 and low <= float(difference) <= high
 
 
+def zero_shot_counts(run_dir: Path, judge_dir: Path, captions: list[str]) -> tuple[int, int, int]:
+    """An independent judge: open_clip's own model, tokenizer and preprocessing on the run's PNGs. Returns the
+    images whose nearest caption has the prompt's colour, both its colour and shape, and the images."""
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{judge_dir}")
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{judge_dir}")
+    records = [json.loads(line) for line in (run_dir / "manifest.jsonl").read_text().splitlines()]
+    with torch.no_grad():
+        images = torch.stack([preprocess(Image.open(run_dir / r["image"])) for r in records])
+        image_features = torch.nn.functional.normalize(model.encode_image(images), dim=-1)
+        text_features = torch.nn.functional.normalize(model.encode_text(tokenizer(captions)), dim=-1)
+    nearest = [captions[i].split() for i in (image_features @ text_features.T).argmax(dim=1).tolist()]
+    wanted = [r["prompt"].split() for r in records]
+    colour = sum(n[1] == w[1] for n, w in zip(nearest, wanted))  # "a {colour} {shape}"
+    both = sum(n[1:] == w[1:] for n, w in zip(nearest, wanted))
+    return colour, both, len(records)
+
+
 def test_world_b_inverts_with_its_subject_and_is_scored_by_its_judge(monkeypatch, capsys):
     toy_judge = benchmark(monkeypatch, "toy_judge")
-    seen = {}
+    judge_dir = ROOT / "clip_inversion" / "toyworld" / "models" / "toy-clutter-judge"
+    seen, judge_run = {}, toy_judge.judge_run
 
-    def judge_run(
-        run_dir, judge, world, per_caption=False
-    ):  # what the benchmark scored, recorded before its run dir goes
-        seen.update(model=read_manifest(run_dir)[0].record["model"], judge=judge.model_name, world=world)
-        return {"colour": 0.5, "shape": 0.5, "caption": 0.2, "judge_cosine": 0.1, "subject_cosine": 0.9, "images": 30}
+    def recorded(run_dir, judge, world, per_caption=False):  # an independent count, taken before the run dir goes
+        seen.update(model=read_manifest(run_dir)[0].record["model"], judge=judge.model_name)
+        seen["counts"] = zero_shot_counts(Path(run_dir), judge_dir, world.captions_of())
+        return judge_run(run_dir, judge, world, per_caption)
 
-    monkeypatch.setattr(toy_judge, "judge_run", judge_run)
+    monkeypatch.setattr(toy_judge, "judge_run", recorded)
     monkeypatch.setattr("sys.argv", ["toy_judge.py", "--world", "b", "--seeds", "0", "--", "--model.steps=1"])
     toy_judge.main()
     assert seen["model"] == "toy-clutter-subject" and seen["judge"] == "toy-clutter-judge"
-    assert isinstance(seen["world"], ClutterWorld)
+    colour, both, n = seen["counts"]
+    assert n == 30
     row = capsys.readouterr().out.strip().split(" | ")
-    assert row[0] == "| b" and row[4] == "50% [33, 67]" and row[5] == "20% [10, 37]"  # 15 and 6 of 30, Wilson
+    for cell, k in ((row[4], colour), (row[5], both)):  # pooled: "50% [33, 67]", a Wilson interval
+        low, high = binomtest(k, n).proportion_ci(method="wilson")
+        assert cell == f"{100 * k / n:.0f}% [{100 * low:.0f}, {100 * high:.0f}]", (cell, k)
 
 
 def test_world_a_ensembles_are_refused_on_world_b(monkeypatch):

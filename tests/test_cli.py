@@ -358,6 +358,22 @@ def test_a_run_directory_resumes_its_own_settings_and_refuses_others(tmp_path, c
     assert json.loads((run_dir / "run.json").read_text())["settings"]["model.steps"] == 3
 
 
+@pytest.mark.parametrize("writer", ["--writer.minmax=true", "--writer.snapshot_steps=[1]", "--writer.nsfw=score"])
+def test_a_run_directory_refuses_another_writer_setting(tmp_path, capsys, writer):
+    command = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--data.prompts=[a red star]", "--model.steps=2"]
+    command += [f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"]
+    main(command)
+    manifest = (tmp_path / "manifest.jsonl").read_bytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:  # one manifest never mixes two ways of writing images
+        main([*command, "--data.prompts=[a blue cross]", writer])
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"{tmp_path} holds results made with other settings (writer." in line
+    assert writer.split("=")[0].removeprefix("--") in line
+    assert (tmp_path / "manifest.jsonl").read_bytes() == manifest
+
+
 def test_the_manifest_marks_models_with_random_weights():
     from clip_inversion.core.clip import CLIPSpec
 

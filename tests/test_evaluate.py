@@ -11,8 +11,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from clip_inversion.cli import run
 from clip_inversion.rundir import append_records, atomic_save_image
-from clip_inversion.studies.evaluate import FeatureCache, Settings, bootstrap_interval, evaluate, main
-from clip_inversion.studies.metrics import JudgeCosine
+from clip_inversion.studies.evaluate import FeatureCache, Settings, evaluate, main
+from clip_inversion.studies.metrics import JudgeCosine, score_run
 from clip_inversion.toyworld.real import write_real
 
 ROOT = Path(__file__).parents[1]
@@ -98,17 +98,20 @@ def test_a_worse_recipe_scores_worse(scores):
     assert quickstart["subject_cosine"] > worse["subject_cosine"]
 
 
-def test_intervals_hold_their_estimates(scores):
-    for row in scores.values():
-        for key in ("clipsim", "fid", "kid", "accuracy"):
-            assert row[f"{key}_low"] <= row[key] <= row[f"{key}_high"], (row["run"], key)
+def test_clipsim_and_accuracy_intervals_hold_their_estimates_and_have_width(scores):
+    for name in ("quickstart", "worse"):
+        row = scores[name]
+        for key in ("clipsim", "accuracy"):  # percentile intervals: nothing forces them around the estimate
+            assert row[f"{key}_low"] <= row[key] <= row[f"{key}_high"], (name, key)
+            assert row[f"{key}_high"] > row[f"{key}_low"], (name, key)
 
 
 def test_the_command_prints_and_writes_the_table_in_the_runs_report_folder(world, capsys):
     main([str(world["quickstart"]), "--real", str(world["real"]), "--bootstrap", "10"])
     printed = capsys.readouterr().out
     report = world["quickstart"] / "report"
-    assert "| run | images | CLIPSIM | accuracy | FID | KID | subject cosine |" in printed
+    assert "| run | images | CLIPSIM | accuracy | FID | KID | FID/KID on | subject cosine |" in printed
+    assert "among 6 |" in printed and "| 6 prompts: 12 vs 36 real images |" in printed
     assert "FID/KID features: judge toy-judge" in printed  # which extractor, in every report
     assert printed.startswith((report / "evaluation.md").read_text())
     (row,) = list(csv.DictReader((report / "evaluation.csv").open()))
@@ -145,7 +148,7 @@ def test_an_interrupted_evaluation_resumes_without_recomputing(world, judge, tmp
     first_line = (world["quickstart"] / "manifest.jsonl").read_text().splitlines()[0]
     image = world["quickstart"] / json.loads(first_line)["image"]
     image.write_bytes(image.read_bytes())
-    assert FeatureCache.key(image) not in FeatureCache(tmp_path / "cache" / "judge-toy-judge.pt").entries
+    assert FeatureCache.key(image) not in FeatureCache(tmp_path / "cache" / "judge-toy-judge-2.pt").entries
 
 
 def test_precomputed_judge_embeddings_score_like_images(judge, world):
@@ -154,19 +157,6 @@ def test_precomputed_judge_embeddings_score_like_images(judge, world):
     from_images.update(images, torch.tensor([0, 1]))
     from_embeddings.update(judge.encode_image(images), torch.tensor([0, 1]))
     torch.testing.assert_close(from_images.compute(), from_embeddings.compute())
-
-
-def test_bootstrap_interval_is_seeded_and_spans_the_groups():
-    values = torch.tensor([1.0, 2.0, 3.0, 10.0])
-    groups = [torch.tensor([i]) for i in range(4)]
-
-    def mean(ix, _):
-        return values[ix].mean().item()
-
-    low, high = bootstrap_interval(mean, 4.0, groups, None, 200, seed=3)
-    assert (low, high) == bootstrap_interval(mean, 4.0, groups, None, 200, seed=3)
-    assert 0 < high - low < 9 and low < 4 < high
-    assert bootstrap_interval(lambda ix, _: 1.0, 1.0, groups, None, 50, 0) == (1.0, 1.0)
 
 
 def test_toy_real_images_are_of_their_captions_and_seeded(world, tmp_path):
@@ -231,7 +221,7 @@ def test_the_coco_sample_is_seeded_literal_and_readable_as_real_images(tmp_path,
 
     from clip_inversion.core.targets import parse_target
     from clip_inversion.studies.coco import main as coco
-    from clip_inversion.studies.evaluate import read_image_set
+    from clip_inversion.studies.features import read_image_set
 
     (tmp_path / "val2014").mkdir()
     texts = ["A clock that reads 10:30", "a dog | a cat", "two  men\nsurfing", "a red bus", "a bowl of fruit"]
@@ -296,3 +286,122 @@ def test_the_toy_real_command_renders_a_runs_captions_and_refuses_others(world, 
         real([str(tmp_path / "dog"), "--captions", str(tmp_path / "dog.txt")])
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and "the toy world renders only its colour-shape captions" in line
+
+
+# The statistics: each test below runs through evaluate() and holds an oracle of its own.
+
+
+def _relabel(folder: Path, prompts: dict[str, str]) -> Path:
+    """Give a folder's images other prompts (``{old: new}``) in its manifest: images of one caption "inverted"
+    from another."""
+    lines = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+    text = "".join(json.dumps({**r, "prompt": prompts.get(r["prompt"], r["prompt"])}) + "\n" for r in lines)
+    (folder / "manifest.jsonl").write_text(text)
+    return folder
+
+
+def test_kid_subsets_are_smaller_than_the_sets_and_small_sets_are_flagged(judge, tmp_path):
+    real = write_real(CAPTIONS, tmp_path / "real", per_caption=2, seed=0)
+    fake = write_real(CAPTIONS, tmp_path / "fake", per_caption=2, seed=1)
+    (row,) = evaluate([fake], Settings(real=str(real), bootstrap=0, out=str(tmp_path / "report")), judge)
+    # 12 images a side: subsets of the whole sets would all be alike, and their std exactly 0
+    assert row["kid_std"] > 1e-5 and row["kid_subset"] == 6
+    # 12 images of 64-dimensional features: FID's covariances are singular, and the report says so
+    assert "fewer images than dimensions" in row["warning"] and "KID on subsets of 6 images" in row["warning"]
+    assert (
+        f"- warning: {fake}: FID on 12 generated and 12 real images"
+        in (tmp_path / "report" / "evaluation.md").read_text()
+    )
+
+
+def test_fid_and_kid_compare_only_the_prompts_with_real_images(judge, tmp_path):
+    real = write_real(CAPTIONS[:3], tmp_path / "real", per_caption=4, seed=0)
+    every = write_real(CAPTIONS, tmp_path / "every", per_caption=4, seed=1)
+    three = write_real(CAPTIONS[:3], tmp_path / "three", per_caption=4, seed=1)  # the same renders of 3 captions
+    settings = Settings(real=str(real), bootstrap=0, out=str(tmp_path / "report"))
+    partial, alone = evaluate([every, three], settings, judge)
+    assert partial["fid"] == pytest.approx(alone["fid"], rel=1e-5) and partial["kid"] == pytest.approx(alone["kid"])
+    assert (partial["compared_prompts"], partial["compared_images"], partial["real_images"]) == (3, 12, 12)
+    assert partial["images"] == 24 and partial["candidates"] == 6  # the judge still scores every image
+
+
+def test_the_fid_interval_resamples_real_and_generated_images_of_the_same_prompts(judge, tmp_path):
+    # a "run" of the real images themselves: every paired resample compares a set with itself (FID 0), while
+    # resampling the two sides apart compares different prompts' images
+    real = write_real(CAPTIONS, tmp_path / "real", per_caption=12, seed=0)
+    (row,) = evaluate([real], Settings(real=str(real), bootstrap=20, out=str(tmp_path / "report")), judge)
+    assert abs(row["fid"]) < 1e-3 and row["fid_high"] < 1e-2
+
+
+def test_the_accuracy_interval_resamples_prompts_as_clusters(judge, tmp_path):
+    # 6 prompts of 8 images; the images of 3 of them render another of the prompts, so those 3 prompts are
+    # wrong on every image: 50% right, but as uncertain as 3 right prompts out of 6, not 24 images out of 48
+    fake = write_real(CAPTIONS, tmp_path / "fake", per_caption=8, seed=1)
+    _relabel(fake, {CAPTIONS[0]: CAPTIONS[1], CAPTIONS[1]: CAPTIONS[2], CAPTIONS[2]: CAPTIONS[0]})
+    (row,) = evaluate([fake], Settings(bootstrap=200, out=str(tmp_path / "report")), judge)
+    assert row["accuracy"] == 0.5
+    # 48 independent images: Wilson [0.36, 0.64]; 6 prompts: about 0.5 +- 1.96 x 0.2
+    assert row["accuracy_low"] < 0.25 and row["accuracy_high"] > 0.75
+
+
+def test_inception_reads_each_image_at_its_own_size_as_uint8(judge, tmp_path, monkeypatch):
+    import torchmetrics.image.fid
+    import torchmetrics.utilities.imports
+    from torchvision.io import decode_image, write_png
+
+    seen = []
+
+    class Recorder(torch.nn.Module):  # InceptionV3's stand-in: what reaches the network, and any features
+        def __init__(self, name, features_list, feature_extractor_weights_path):
+            super().__init__()
+
+        def _torch_fidelity_forward(self, x):
+            seen.extend(x.cpu())
+            return torch.rand(len(x), 16), torch.rand(len(x), 1008)
+
+    monkeypatch.setattr(torchmetrics.utilities.imports, "_TORCH_FIDELITY_AVAILABLE", True)  # as if installed
+    monkeypatch.setattr(torchmetrics.image.fid, "NoTrainInceptionV3", Recorder)
+    torch.save({"weight": torch.zeros(1)}, tmp_path / "weights.pth")
+    real = tmp_path / "real"
+    real.mkdir()
+    for i, (h, w) in enumerate([(40, 72), (90, 30), (40, 72)]):
+        write_png(torch.randint(0, 256, (3, h, w), dtype=torch.uint8), str(real / f"{i}.png"))
+    append_records(real, [{"id": str(i), "prompt": CAPTIONS[i], "image": f"{i}.png"} for i in range(3)])
+    weights, out = str(tmp_path / "weights.pth"), str(tmp_path / "report")
+    settings = Settings(real=str(real), features="inception", inception_weights=weights, bootstrap=0, out=out)
+    noise = write_noise(tmp_path / "noise", n=4)  # 64 x 64
+    evaluate([noise], settings, judge)
+    files = [real / f"{i}.png" for i in range(3)] + sorted(noise.glob("*.png"))
+    assert len(seen) == len(files) and all(x.dtype == torch.uint8 for x in seen)
+    by_shape = sorted(seen, key=lambda x: x.shape)  # batches group images of one size: compare as multisets
+    expected = sorted((decode_image(str(f)) for f in files), key=lambda x: x.shape)
+    assert [x.shape for x in by_shape] == [x.shape for x in expected]
+    assert sorted(x.sum().item() for x in seen) == sorted(x.sum().item() for x in expected)
+
+
+def test_the_metrics_command_and_the_evaluation_give_the_same_judge_cosine(judge, tmp_path, capsys):
+    from clip_inversion.studies.metrics import main as metrics
+
+    run_dir = tmp_path / "run"  # images of another shape than the judge's input
+    generator = torch.Generator().manual_seed(0)
+    for i in range(len(CAPTIONS)):
+        atomic_save_image(torch.rand(3, 48, 96, generator=generator), run_dir / f"{i}.png")
+    append_records(run_dir, [{"id": str(i), "prompt": c, "image": f"{i}.png"} for i, c in enumerate(CAPTIONS)])
+    (row,) = evaluate([run_dir], Settings(bootstrap=0, out=str(tmp_path / "report")), judge)
+    assert row["clipsim"] == pytest.approx(100 * score_run(run_dir, judge)["judge_cosine"], abs=1e-4)
+    metrics([str(run_dir)])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["judge_cosine"] == pytest.approx(row["clipsim"] / 100, abs=1e-6)
+    assert printed["judge_among"] == 6 and row["candidates"] == 6
+
+
+def test_accuracy_with_resamples_that_do_not_vary_counts_prompts_as_the_trials():
+    from clip_inversion.studies.probes import wilson_interval
+    from clip_inversion.studies.statistics import accuracy_interval, kid_subset_size, resample_prompts
+
+    drawn = resample_prompts(6, 100, seed=0)
+    assert torch.equal(drawn, resample_prompts(6, 100, seed=0)) and drawn.shape == (100, 6)
+    all_right = accuracy_interval(torch.full((6,), 4.0), torch.full((6,), 4.0), drawn)
+    assert all_right == wilson_interval(6, 6)  # 6 prompts right, not 24 images
+    assert accuracy_interval(torch.full((6,), 4.0), torch.full((6,), 4.0), drawn[:0]) == all_right  # no bootstrap
+    assert kid_subset_size(5000, 3000) == 1000 and kid_subset_size(40, 9) == 4

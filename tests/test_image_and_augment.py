@@ -147,7 +147,9 @@ def test_resized_crop_keeps_each_images_size_and_crops():
     ramp = torch.linspace(0, 1, 32).expand(1, 3, 32, 32)
     for size in (16, 32):
         image = torch.nn.functional.interpolate(ramp, size=(size, size), mode="bilinear")
-        out = crop(image, torch.tensor([[0.0, 0.5, 0.5, 0.0, 0.5]]))  # applied, a quarter of the area, left
+        u = torch.full((1, RandomResizedCrop.draws), 0.5)
+        u[0, 0], u[0, -2] = 0.0, 0.0  # applied (a quarter of the area, square), at the left edge
+        out = crop(image, u)
         assert out.shape == image.shape
         assert out.max() < 0.55  # the left half of a left-to-right ramp, stretched to the full width
     with pytest.raises(ValueError, match="scale"):

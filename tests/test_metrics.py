@@ -77,7 +77,7 @@ def test_a_finished_run_directory_is_scored(tmp_path, judge, scenes):
     with pytest.raises(ValueError, match="not among the candidates"):
         score_run(tmp_path, judge, candidates=["a drawing of a dog"])
     toy = judge_run(tmp_path)
-    assert toy["colour"] == 1 and toy["images"] == 6
+    assert toy["colour"] == 1 and toy["images"] == 6 and toy["among"] == len(ShapeWorld().captions_of())
     assert toy["judge_cosine"] == pytest.approx(scores["judge_cosine"], abs=1e-5)
     per = judge_run(tmp_path, per_caption=True)["per_caption"]  # each caption's own scores, for pairing runs
     prompts = [r["prompt"] for r in records]
@@ -122,6 +122,7 @@ def test_judge_scores_are_logged_to_tensorboard_during_a_run(tmp_path):
     # the HParams tab's metrics: the judge's final aggregates beside the inverted model's mean cosine
     assert accumulator.Scalars("hp/judge_cosine")[-1].value == accumulator.Scalars("judge/cosine")[-1].value
     assert accumulator.Scalars("hp/judge_accuracy")[-1].value == accumulator.Scalars("judge/accuracy")[-1].value
+    assert accumulator.Scalars("judge/among")[-1].value == accumulator.Scalars("hp/judge_among")[-1].value == 3
 
 
 def test_component_scores_read_which_term_an_image_holds(judge):

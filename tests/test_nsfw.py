@@ -1,28 +1,104 @@
-"""The NSFW screen: NudeNet's real detector offline, and what a run does with flagged images."""
+"""The NSFW screen: NudeNet's real detector offline, and what a run does with flagged images.
+
+The real detector is tested on an abstract image it flags as explicit (no image file, nothing explicit drawn):
+:func:`drawing`, three soft shaded ellipses on grey, whose parameters were found offline by a seeded
+black-box (1+8) evolution strategy over NudeNet's own ``BUTTOCKS_EXPOSED`` score as the screen computes it,
+starting from two discs under a wide one, while keeping the score low with the colour channels unswapped
+(so a screen that forgets OpenCV's BGR order misses it). Runs through the CLI use a stubbed detector.
+"""
 
 import json
+import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torchvision.io import decode_image
+from torchvision.io import decode_image, read_image
 
 from clip_inversion import nsfw
 from clip_inversion.api import read_manifest
+from clip_inversion.callbacks import InversionWriter
 from clip_inversion.cli import main
+from clip_inversion.data import PromptBatch
 from clip_inversion.nsfw import NSFWScreen, blur
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 
+# (centre x, centre y, radius x, radius y, red, green, blue, edge shading, angle / pi), in fractions of the side
+ELLIPSES = (
+    (0.79, 0.27, 0.46, 0.50, 0.86, 0.49, 0.37, 0.15, 0.07),
+    (0.35, 0.65, 0.03, 0.35, 0.87, 0.63, 0.79, 0.31, 0.23),
+    (0.77, 0.49, 0.19, 0.19, 0.80, 0.81, 0.97, 0.42, 0.02),
+)
 
-def test_nudenet_scores_every_image_offline():
-    screen = NSFWScreen("score")
-    images = torch.rand(3, 3, 64, 64)
-    results = screen.scores(images)
-    assert len(results) == 3
-    for r in results:  # noise holds no explicit parts
-        assert r["flagged"] is False and r["labels"] == [] and 0 <= r["score"] < 0.5
+
+def drawing(size: int = 224) -> torch.Tensor:
+    """``(3, size, size)`` in [0, 1]: :data:`ELLIPSES` on mid-grey, each darker towards its edge."""
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    image = torch.full((3, size, size), 0.5)
+    for cx, cy, rx, ry, red, green, blue, shade, angle in ELLIPSES:
+        cos, sin = math.cos(angle * math.pi), math.sin(angle * math.pi)
+        u, v = (cos * (xs - cx) + sin * (ys - cy)) / rx, (cos * (ys - cy) - sin * (xs - cx)) / ry
+        radius2 = u**2 + v**2
+        inside = torch.sigmoid((1 - radius2) * 20)
+        colour = torch.tensor([red, green, blue]).view(3, 1, 1) * (1 - shade * radius2.clamp(0, 1))
+        image = image * (1 - inside) + colour * inside
+    return image.clamp(0, 1)
+
+
+GREY = torch.full((3, 224, 224), 0.5)
+
+
+def test_the_real_detector_flags_the_drawing_and_not_grey():
+    flagged, clean = NSFWScreen("score").scores(torch.stack([drawing(), GREY]))
+    assert flagged["labels"] == ["BUTTOCKS_EXPOSED"] and flagged["flagged"] is True and flagged["score"] >= 0.5
+    assert clean == {"score": 0.0, "labels": [], "flagged": False}
+
+
+def test_the_threshold_and_the_labels_decide():
+    (strict,) = NSFWScreen("score", threshold=0.95).scores(drawing()[None])
+    assert strict["flagged"] is False and strict["labels"] == [] and 0.5 <= strict["score"] < 0.95
+    (faces,) = NSFWScreen("score", labels=("FACE_FEMALE", "FACE_MALE")).scores(drawing()[None])
+    assert faces == {"score": 0.0, "labels": [], "flagged": False}
+
+
+def write_screened(run_dir: Path, images: torch.Tensor, **writer) -> list[dict]:
+    """Run :class:`InversionWriter`'s hooks over one finished one-step batch, a prompt an image; the manifest."""
+    n = len(images)
+    batch = PromptBatch([str(i) for i in range(n)], [f"prompt {i}" for i in range(n)], [0] * n, [[]] * n, [True] * n)
+    inverter = SimpleNamespace(
+        image=lambda: images, cosine=lambda: torch.zeros(n), guard=SimpleNamespace(stopped_at=torch.full((n,), -1))
+    )
+    module = SimpleNamespace(
+        prompts=batch, hparams=SimpleNamespace(steps=1), inverter=inverter, clip_spec=SimpleNamespace(label="toy"),
+        specs=[], weights=[],
+    )  # fmt: skip
+    trainer = SimpleNamespace(default_root_dir=str(run_dir), is_global_zero=True)
+    hooks = InversionWriter(snapshot_steps=[1], **writer)
+    hooks.on_train_batch_end(trainer, module, None, batch, 0)
+    hooks.on_train_epoch_end(trainer, module)
+    return [json.loads(line) for line in (run_dir / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_the_writer_withholds_what_the_real_detector_flags(tmp_path):
+    flagged, clean = write_screened(tmp_path, torch.stack([drawing(), GREY]), nsfw="withhold")
+    assert flagged["image"] is None and flagged["nsfw"]["action"] == "withheld"
+    assert flagged["nsfw"]["labels"] == ["BUTTOCKS_EXPOSED"] and clean["nsfw"]["action"] is None
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png"))
+    assert written == [clean["image"], "snapshots/1_prompt-1/step-00001.png"]
+    kept = write_screened(tmp_path / "lenient", drawing()[None], nsfw="withhold", nsfw_threshold=0.95)
+    assert kept[0]["nsfw"]["action"] is None and (tmp_path / "lenient" / kept[0]["image"]).is_file()
+
+
+def test_the_writer_blurs_what_the_real_detector_flags(tmp_path):
+    image = drawing()
+    flagged, clean = write_screened(tmp_path, torch.stack([image, GREY]), nsfw="blur")
+    assert flagged["nsfw"]["action"] == "blurred" and clean["nsfw"]["action"] is None
+    written, grey = (read_image(str(tmp_path / r["image"])).float() / 255 for r in (flagged, clean))
+    assert (written - blur(image[None])[0]).abs().max() <= 1 / 255 and (written - image).abs().max() > 0.2
+    assert (grey - GREY).abs().max() <= 1 / 255
 
 
 def test_blur_keeps_colours_and_removes_detail():
@@ -79,14 +155,6 @@ def test_withheld_images_stay_off_disk_and_out_of_tensorboard(tmp_path, flag_sec
     assert tiles[0].float().std() > 10 and (tiles[1].int() - 128).abs().max() <= 1  # the flagged one is grey
     run_screened(tmp_path, "withhold")  # a rerun keeps the withheld prompt finished: nothing is redone
     assert len((tmp_path / "manifest.jsonl").read_text().splitlines()) == 2
-
-
-def test_blurred_images_are_written_blurred(tmp_path, flag_second):
-    clean, flagged = run_screened(tmp_path, "blur")
-    assert flagged["nsfw"]["action"] == "blurred" and clean["nsfw"]["action"] is None
-    by_prompt = {inv.prompt: inv.image for inv in read_manifest(tmp_path)}
-    smoothness = {p: (img[:, :, 1:] - img[:, :, :-1]).abs().mean().item() for p, img in by_prompt.items()}
-    assert smoothness["a blue star"] < 0.2 * smoothness["a red circle"]
 
 
 def test_screen_needs_nudenet_and_says_how_to_get_it(monkeypatch, capsys, tmp_path):

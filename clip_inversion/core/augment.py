@@ -23,6 +23,7 @@ import importlib
 import logging
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import kornia.augmentation as K
 import torch
@@ -88,22 +89,35 @@ class RandomColorShift(nn.Module):
         super().__init__()
         self.shift, self.p = shift, p
 
+    def params(self, u: Tensor) -> dict[str, Tensor]:
+        """The shift of each view from ``u`` ``(N, 7)`` uniforms: ``batch_prob`` ``(N,)`` and ``mean``, ``log_scale``
+        ``(N, 3)`` (zero where a view is not shifted)."""
+        applied = u[:, 0] < self.p
+        mean, log_scale = (_between(u[:, 1:], -self.shift, self.shift) * applied[:, None]).chunk(2, dim=1)
+        return {"batch_prob": applied, "mean": mean, "log_scale": log_scale}
+
     def forward(self, images: Tensor, u: Tensor | None = None) -> Tensor:
         """``(N, 3, H, W) -> (N, 3, H, W)``; values may leave [0, 1], as in Plug-In Inversion.
 
         ``u``: ``(N, 7)`` uniforms in [0, 1) to draw from (default: ``torch.rand``).
         """
         u = torch.rand(len(images), self.draws, device=images.device) if u is None else u
-        applied = (u[:, :1] < self.p).to(images.dtype)
-        mean, log_scale = (_between(u[:, 1:].to(images.dtype), -self.shift, self.shift) * applied).chunk(2, dim=1)
-        return images * log_scale.exp()[..., None, None] + mean[..., None, None]
+        return self.apply(images, self.params(u.to(images.dtype)))
+
+    @staticmethod
+    def apply(images: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """``(N, 3, H, W)`` images shifted by :meth:`params`."""
+        return images * params["log_scale"].exp()[..., None, None] + params["mean"][..., None, None]
 
 
 class RandomResizedCrop(nn.Module):
     """A random crop of ``scale`` of the area and aspect ``ratio``, resized (bilinear) back to the image's size.
 
-    Unlike ``kornia.augmentation.RandomResizedCrop``, the output keeps each input's own size, so the same
-    setting fits any model and any stage of a resolution schedule.
+    The crop is drawn as Kornia's (and torchvision's) ``RandomResizedCrop`` draws it: up to 10 candidate
+    (area, log-aspect) pairs, the first that fits inside the image, else the whole image; its position is
+    uniform over the places it fits. Unlike ``kornia.augmentation.RandomResizedCrop``, the output keeps each
+    input's own size, so the same setting fits any model and any stage of a resolution schedule. Images are
+    square here, so the aspect ratio of the crop's sides in pixels is that of its fractions of the sides.
 
     Args:
         scale: range of the crop's area, as a fraction of the image's.
@@ -111,7 +125,8 @@ class RandomResizedCrop(nn.Module):
         p: probability of cropping each image.
     """
 
-    draws = 5  # applied?, area, log-ratio, x, y
+    tries = 10
+    draws = 3 + 2 * tries  # applied?, tries x (area, log-ratio), x, y
 
     def __init__(
         self, scale: tuple[float, float] = (0.6, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3), p: float = 1.0
@@ -121,23 +136,37 @@ class RandomResizedCrop(nn.Module):
             raise UsageError(f"RandomResizedCrop needs 0 < scale <= 1 and 0 < ratio, got {scale}, {ratio}")
         self.scale, self.ratio, self.p = scale, ratio, p
 
+    def params(self, u: Tensor) -> dict[str, Tensor]:
+        """The crop of each view from ``u`` ``(N, 23)`` uniforms: ``batch_prob`` ``(N,)``, the crop's ``size``
+        ``(N, 2)`` (width, height) as fractions of the image's sides in (0, 1], and its ``centre`` ``(N, 2)`` in
+        [-1, 1] coordinates."""
+        n = self.tries
+        area = _between(u[:, 1 : 1 + n], *self.scale)
+        log_ratio = _between(u[:, 1 + n : 1 + 2 * n], math.log(self.ratio[0]), math.log(self.ratio[1]))
+        width, height = (area * log_ratio.exp()).sqrt(), (area / log_ratio.exp()).sqrt()
+        fits = (width <= 1) & (height <= 1)
+        first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first candidate that fits (0 if none)
+        any_fits = fits.any(dim=1)
+        width = torch.where(any_fits, width.gather(1, first)[:, 0], 1.0)
+        height = torch.where(any_fits, height.gather(1, first)[:, 0], 1.0)
+        xy = u[:, 1 + 2 * n : 3 + 2 * n]
+        size = torch.stack([width, height], -1)
+        return {"batch_prob": u[:, 0] < self.p, "size": size, "centre": (xy * 2 - 1) * (1 - size)}
+
     def forward(self, images: Tensor, u: Tensor | None = None) -> Tensor:
-        """``(N, C, H, W) -> (N, C, H, W)``; ``u``: ``(N, 5)`` uniforms (default: ``torch.rand``)."""
+        """``(N, C, H, W) -> (N, C, H, W)``; ``u``: ``(N, 23)`` uniforms (default: ``torch.rand``)."""
         u = torch.rand(len(images), self.draws, device=images.device) if u is None else u
-        u = u.to(images.dtype)
-        area = _between(u[:, 1], *self.scale)
-        log_ratio = _between(u[:, 2], math.log(self.ratio[0]), math.log(self.ratio[1]))
-        # crop sides as fractions of the image's (at most 1: a crop never leaves the image)
-        width = (area * log_ratio.exp()).sqrt().clamp(max=1)
-        height = (area / log_ratio.exp()).sqrt().clamp(max=1)
-        centre_x, centre_y = (u[:, 3] * 2 - 1) * (1 - width), (u[:, 4] * 2 - 1) * (1 - height)
-        applied = u[:, 0] < self.p
-        one, zero = torch.ones_like(width), torch.zeros_like(width)
+        return self.apply(images, self.params(u.to(images.dtype)))
+
+    @staticmethod
+    def apply(images: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """``(N, C, H, W)`` images cropped as :meth:`params` says and resized back to their size."""
+        applied = params["batch_prob"][:, None]
+        size = torch.where(applied, params["size"], 1.0)
+        centre = torch.where(applied, params["centre"], 0.0)
+        zero = torch.zeros_like(size[:, 0])
         theta = torch.stack(
-            [
-                torch.stack([torch.where(applied, width, one), zero, torch.where(applied, centre_x, zero)], -1),
-                torch.stack([zero, torch.where(applied, height, one), torch.where(applied, centre_y, zero)], -1),
-            ],
+            [torch.stack([size[:, 0], zero, centre[:, 0]], -1), torch.stack([zero, size[:, 1], centre[:, 1]], -1)],
             dim=1,
         )  # (N, 2, 3): output coordinates in [-1, 1] -> input coordinates of the crop
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
@@ -169,7 +198,7 @@ def reference_augmentations() -> list[nn.Module]:
 
 
 def affine_params(affine: K.RandomAffine, u: Tensor, size: tuple[int, int]) -> dict[str, Tensor]:
-    """Kornia's parameters of ``affine`` for ``N`` views of ``size`` ``(H, W)``, drawn from ``u`` ``(N, 7)``.
+    """Kornia's parameters of ``affine`` for ``N`` views of ``size`` ``(H, W)``, drawn from ``u`` ``(N, 8)``.
 
     The same distributions as Kornia's own sampler; the dictionary is what ``affine(views, params=...)`` takes.
     """
@@ -188,7 +217,7 @@ def affine_params(affine: K.RandomAffine, u: Tensor, size: tuple[int, int]) -> d
             [draw(gen.translate_x_sampler, 2, 0.0) * width, draw(gen.translate_y_sampler, 3, 0.0) * height], -1
         ),
         "center": torch.tensor([(width - 1) / 2, (height - 1) / 2], device=u.device).expand(len(u), 2),
-        "scale": torch.stack([scale, scale if gen.scale_4_sampler is None else draw(gen.scale_4_sampler, 4, 1.0)], -1),
+        "scale": torch.stack([scale, scale if gen.scale_4_sampler is None else draw(gen.scale_4_sampler, 7, 1.0)], -1),
         "shear_x": draw(gen.shear_x_sampler, 5, 0.0),
         "shear_y": draw(gen.shear_y_sampler, 6, 0.0),
     }
@@ -201,8 +230,7 @@ def _affine_matrix(affine: K.RandomAffine, params: dict[str, Tensor], like: Tens
     return torch.where(params["batch_prob"].view(-1, 1, 1), matrix, identity)
 
 
-def _apply_affine(affine: K.RandomAffine, views: Tensor, u: Tensor) -> Tensor:
-    params = affine_params(affine, u, views.shape[-2:])
+def _apply_affine(affine: K.RandomAffine, views: Tensor, params: dict[str, Tensor]) -> Tensor:
     flags = affine.flags
     warped = warp_affine(
         views,
@@ -215,45 +243,72 @@ def _apply_affine(affine: K.RandomAffine, views: Tensor, u: Tensor) -> Tensor:
     return torch.where(params["batch_prob"].view(-1, 1, 1, 1), warped, views)  # untouched views stay exact
 
 
-def _apply_hflip(flip: K.RandomHorizontalFlip, views: Tensor, u: Tensor) -> Tensor:
-    return torch.where((u[:, 0] < flip.p).view(-1, 1, 1, 1), views.flip(-1), views)
+def _hflip_params(flip: K.RandomHorizontalFlip, u: Tensor, shape: torch.Size) -> dict[str, Tensor]:
+    return {"batch_prob": u[:, 0] < flip.p}
 
 
-def _apply_color_jitter(jitter: K.ColorJitter, views: Tensor, u: Tensor) -> Tensor:
-    """Kornia's colour jitter (its own functions and factor ranges) on factors drawn from ``u`` ``(N, 5)``, in a
-    fixed order (brightness, contrast, saturation, hue) where Kornia shuffles the order once a call."""
+def _apply_hflip(flip: K.RandomHorizontalFlip, views: Tensor, params: dict[str, Tensor]) -> Tensor:
+    return torch.where(params["batch_prob"].view(-1, 1, 1, 1), views.flip(-1), views)
+
+
+def _color_jitter_params(jitter: K.ColorJitter, u: Tensor, shape: torch.Size) -> dict[str, Tensor]:
+    """Kornia's factor ranges, drawn from ``u`` ``(N, 5)``: ``batch_prob`` and the four ``*_factor``, ``(N,)``."""
     gen = jitter._param_generator
     samplers = (gen.brightness_sampler, gen.contrast_sampler, gen.saturation_sampler, gen.hue_sampler)
-    brightness, contrast, saturation, hue = (
-        _between(u[:, i + 1], sampler.low.to(u), sampler.high.to(u)) for i, sampler in enumerate(samplers)
-    )
-    out = enhance.adjust_brightness_accumulative(views.clamp(0, 1), brightness)
-    out = enhance.adjust_contrast_with_mean_subtraction(out, contrast)
-    out = enhance.adjust_saturation_with_gray_subtraction(out, saturation)
-    out = enhance.adjust_hue(out, hue * 2 * math.pi).clamp(0, 1)
-    return torch.where((u[:, 0] < jitter.p).view(-1, 1, 1, 1), out, views)
+    names = ("brightness_factor", "contrast_factor", "saturation_factor", "hue_factor")
+    factors = {n: _between(u[:, i + 1], s.low.to(u), s.high.to(u)) for i, (n, s) in enumerate(zip(names, samplers))}
+    return {"batch_prob": u[:, 0] < jitter.p, **factors}
 
 
-def _apply_noise(noise: K.RandomGaussianNoise, views: Tensor, u: Tensor) -> Tensor:
-    """Gaussian noise (Box-Muller from ``u`` ``(N, 1 + 2 * C * H * W)``) on the views drawn with probability
-    ``p``."""
-    n = views[0].numel()
+def _apply_color_jitter(jitter: K.ColorJitter, views: Tensor, params: dict[str, Tensor]) -> Tensor:
+    """Kornia's colour jitter (its own functions) in a fixed order (brightness, contrast, saturation, hue), where
+    Kornia shuffles the order once a call."""
+    out = enhance.adjust_brightness_accumulative(views.clamp(0, 1), params["brightness_factor"])
+    out = enhance.adjust_contrast_with_mean_subtraction(out, params["contrast_factor"])
+    out = enhance.adjust_saturation_with_gray_subtraction(out, params["saturation_factor"])
+    out = enhance.adjust_hue(out, params["hue_factor"] * 2 * math.pi).clamp(0, 1)
+    return torch.where(params["batch_prob"].view(-1, 1, 1, 1), out, views)
+
+
+def _noise_params(noise: K.RandomGaussianNoise, u: Tensor, shape: torch.Size) -> dict[str, Tensor]:
+    """Gaussian noise of views of ``shape`` ``(N, C, H, W)`` (Box-Muller from ``u`` ``(N, 1 + 2 * C * H * W)``):
+    ``batch_prob`` ``(N,)`` and ``gaussian_noise`` ``(N, C, H, W)``, as Kornia names them."""
+    n = math.prod(shape[1:])
     radius = (-2 * (1 - u[:, 1 : 1 + n]).log()).sqrt()  # 1 - u is in (0, 1]: the log stays finite
     normal = radius * torch.cos(2 * torch.pi * u[:, 1 + n :])
-    applied = (u[:, :1] < noise.p).to(views.dtype)
-    mean, std = noise._param_generator.mean, noise._param_generator.std
-    return views + (normal.to(views.dtype) * std + mean).view_as(views) * applied.view(-1, 1, 1, 1)
+    gen = noise._param_generator
+    return {"batch_prob": u[:, 0] < noise.p, "gaussian_noise": (normal * gen.std + gen.mean).view(shape)}
 
 
-# Transforms drawn from counter-based uniforms: type -> (uniforms a view, or a function of the views giving it;
-# apply(module, views, uniforms)).
-_DRAWN: dict[type, tuple[int | Callable[[Tensor], int], Callable[[nn.Module, Tensor, Tensor], Tensor]]] = {
-    K.RandomAffine: (7, _apply_affine),
-    K.RandomGaussianNoise: (lambda views: 1 + 2 * views[0].numel(), _apply_noise),
-    K.RandomHorizontalFlip: (1, _apply_hflip),
-    K.ColorJitter: (5, _apply_color_jitter),
-    RandomColorShift: (RandomColorShift.draws, lambda t, v, u: t(v, u)),
-    RandomResizedCrop: (RandomResizedCrop.draws, lambda t, v, u: t(v, u)),
+def _apply_noise(noise: K.RandomGaussianNoise, views: Tensor, params: dict[str, Tensor]) -> Tensor:
+    applied = params["batch_prob"].to(views.dtype).view(-1, 1, 1, 1)
+    return views + params["gaussian_noise"].to(views.dtype) * applied
+
+
+class Drawn(NamedTuple):
+    """How a transform is drawn from counter-based uniforms.
+
+    ``count(shape)``: uniforms a view of ``shape`` ``(N, C, H, W)``; ``params(transform, u, shape)``: the drawn
+    parameters of every view (Kornia's names where Kornia has the transform), from ``u`` ``(N, count)``;
+    ``apply(transform, views, params)``: the views transformed.
+    """
+
+    count: Callable[[torch.Size], int]
+    params: Callable[[nn.Module, Tensor, torch.Size], dict[str, Tensor]]
+    apply: Callable[[nn.Module, Tensor, dict[str, Tensor]], Tensor]
+
+
+def _own(module: type[RandomColorShift | RandomResizedCrop]) -> Drawn:
+    return Drawn(lambda shape: module.draws, lambda t, u, shape: t.params(u), lambda t, v, params: t.apply(v, params))
+
+
+_DRAWN: dict[type, Drawn] = {
+    K.RandomAffine: Drawn(lambda shape: 8, lambda t, u, shape: affine_params(t, u, shape[-2:]), _apply_affine),
+    K.RandomGaussianNoise: Drawn(lambda shape: 1 + 2 * math.prod(shape[1:]), _noise_params, _apply_noise),
+    K.RandomHorizontalFlip: Drawn(lambda shape: 1, _hflip_params, _apply_hflip),
+    K.ColorJitter: Drawn(lambda shape: 5, _color_jitter_params, _apply_color_jitter),
+    RandomColorShift: _own(RandomColorShift),
+    RandomResizedCrop: _own(RandomResizedCrop),
 }
 
 
@@ -300,15 +355,24 @@ class Augment(nn.Module):
         The copies of image ``p`` are rows ``p * copies + c``; they depend on ``keys[p]`` only.
         """
         views = images.repeat_interleave(self.copies, dim=0)
-        vkeys = self.view_keys(keys)
-        for i, transform in enumerate(self.transforms):
-            if _counter_based(transform):
-                count, apply = _DRAWN[type(transform)]
-                count = count(views) if callable(count) else count
-                views = apply(transform, views, uniforms(vkeys, count, stream=i))
-            else:
+        for transform, params in zip(self.transforms, self.draw(keys, views.shape)):
+            if params is None:
                 views = self._per_prompt(transform, views, keys)
+            else:
+                views = _DRAWN[type(transform)].apply(transform, views, params)
         return views
+
+    def draw(self, keys: Tensor, shape: torch.Size) -> list[dict[str, Tensor] | None]:
+        """Every transform's parameters for the views of :meth:`forward`, from ``(P,)`` step keys and the views'
+        ``shape`` ``(P * copies, C, H, W)``: one dictionary a transform (Kornia's names where Kornia has the
+        transform), ``None`` for those Kornia draws itself."""
+        vkeys = self.view_keys(keys)
+        params = []
+        for i, transform in enumerate(self.transforms):
+            drawn = _DRAWN[type(transform)] if _counter_based(transform) else None
+            u = None if drawn is None else uniforms(vkeys, drawn.count(shape), stream=i)
+            params.append(None if drawn is None else drawn.params(transform, u, shape))
+        return params
 
     def _per_prompt(self, transform: nn.Module, views: Tensor, keys: Tensor) -> Tensor:
         """The fallback: each prompt's copies through ``transform`` with Kornia's sampling, seeded by its key."""
@@ -332,7 +396,7 @@ class Augment(nn.Module):
     def affine_params(self, keys: Tensor, size: tuple[int, int]) -> dict[str, Tensor]:
         """Kornia's parameters of the first transform (a ``RandomAffine``) for every view, as :meth:`forward`
         draws them: ``(P,)`` step keys and the images' ``(H, W)`` -> a dictionary of ``(P * copies, ...)``."""
-        return affine_params(self.transforms[0], uniforms(self.view_keys(keys), 7, stream=0), size)
+        return affine_params(self.transforms[0], uniforms(self.view_keys(keys), 8, stream=0), size)
 
     def warp_to(self, images: Tensor, size: tuple[int, int], keys: Tensor) -> Tensor:
         """The copies, warped and resized to ``size`` in one sampling (only when :attr:`fusable`).

@@ -22,7 +22,8 @@ class JudgeScores(Callback):
     Every ``every_n_steps`` steps and at each batch's last step, each prompt's ``judge/cosine/<id>_<prompt>``
     (the judge's cosine to its prompt) and ``judge/correct/<id>_<prompt>`` (1 when the judge classifies the
     image as its prompt among the candidates, else 0); after each batch's last step, the running aggregates
-    over every prompt finished so far in this session: ``judge/cosine`` and ``judge/accuracy``.
+    over every prompt finished so far in this session: ``judge/cosine`` and ``judge/accuracy``, with
+    ``judge/among``, the number of candidates the accuracy chooses among.
 
     Args:
         judge: the judge's model name (default: the bundled ``toy-judge``), any name ``--model.clip.model_name``
@@ -82,7 +83,8 @@ class JudgeScores(Callback):
         if step == last:  # every rank takes part in the synchronisation
             aggregate = (self.run_cosine.compute().item(), self.run_accuracy.compute()["prompt"].item())
             if not any(math.isnan(v) for v in aggregate):
-                self.scores = dict(zip(("judge/cosine", "judge/accuracy"), aggregate))
+                among = float(len(self.run_accuracy.prompts))
+                self.scores = dict(zip(("judge/cosine", "judge/accuracy", "judge/among"), (*aggregate, among)))
         experiment = getattr(trainer.logger, "experiment", None)
         if not trainer.is_global_zero or not hasattr(experiment, "add_scalar"):
             return
@@ -92,3 +94,4 @@ class JudgeScores(Callback):
         if aggregate is not None and not any(math.isnan(v) for v in aggregate):
             experiment.add_scalar("judge/cosine", aggregate[0], trainer.global_step)
             experiment.add_scalar("judge/accuracy", aggregate[1], trainer.global_step)
+            experiment.add_scalar("judge/among", len(self.run_accuracy.prompts), trainer.global_step)

@@ -25,6 +25,7 @@ from torchmetrics import Metric
 from clip_inversion.core.clip import CLIPSpec, FrozenCLIP, load_clip
 from clip_inversion.core.targets import Term, encode_target, encode_targets, parse_target
 from clip_inversion.data import read_prompts
+from clip_inversion.studies.features import JudgeFeatures, extract, read_image_set
 
 
 def as_judge(judge: FrozenCLIP | CLIPSpec | str | None) -> FrozenCLIP:
@@ -165,8 +166,8 @@ def score_images(
             (``ValueError`` otherwise).
 
     Returns:
-        ``judge_cosine`` and ``judge_accuracy`` (aggregated floats), and ``per_prompt``: ``{prompt: {"images",
-        "judge_cosine", "judge_accuracy"}}``.
+        ``judge_cosine`` and ``judge_accuracy`` (aggregated floats), ``judge_among`` (how many candidates the
+        accuracy chooses among), and ``per_prompt``: ``{prompt: {"images", "judge_cosine", "judge_accuracy"}}``.
     """
     judge = as_judge(judge)
     distinct = list(dict.fromkeys(prompts))
@@ -181,6 +182,7 @@ def score_images(
     return {
         "judge_cosine": cosine.compute().item(),
         "judge_accuracy": accuracy.compute()["prompt"].item(),
+        "judge_among": len(candidates),
         "per_prompt": {
             p: {
                 "images": int(counts[candidates.index(p)]),
@@ -236,22 +238,26 @@ def score_run(
     candidates: Sequence[str] | None = None,
 ) -> dict[str, object]:
     """:func:`score_images` for every image of a finished run's ``manifest.jsonl``, plus ``subject_cosine``
-    (the mean cosine under the inverted model, as recorded) and ``images``."""
-    from clip_inversion.rundir import read_manifest
+    (the mean cosine under the inverted model, as recorded) and ``images``.
 
-    inversions = read_manifest(run_dir)
-    if not inversions:
-        raise ValueError(f"{run_dir}: no finished image in manifest.jsonl")
-    images = torch.stack([inv.image for inv in inversions])
-    scores = score_images(images, [inv.prompt for inv in inversions], judge, candidates)
-    scores["subject_cosine"] = mean_subject_cosine(inv.record for inv in inversions)
-    scores["images"] = len(inversions)
+    Images are read and embedded as ``clip-inversion-evaluate`` reads them (``features.JudgeFeatures``), so both
+    give the same cosine for the same images.
+
+    Raises:
+        ValueError: the directory holds no finished image (a ``UsageError``, with its reason).
+    """
+    judge = as_judge(judge)
+    images = read_image_set(run_dir, "run")
+    embeddings = extract(images.paths, JudgeFeatures(judge, ""), device=judge.mean.device)["features"]
+    scores = score_images(embeddings, images.prompts, judge, candidates)
+    scores["subject_cosine"] = mean_subject_cosine(images.records)
+    scores["images"] = len(images.paths)
     return scores
 
 
 def main(args: list[str] | None = None) -> None:
     """``python -m clip_inversion.studies.metrics RUN_DIR [--judge NAME] [--candidates FILE]``: print the scores
-    as JSON."""
+    as JSON (``judge_among``: how many prompts the accuracy chooses among)."""
     parser = argparse.ArgumentParser(description="Score a finished inversion run with a judge CLIP.")
     parser.add_argument("run_dir", help="directory holding manifest.jsonl")
     parser.add_argument("--judge", default="toy-judge", help="judge model name (default: the bundled toy-judge)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from clip_inversion.rundir import read_manifest
+from clip_inversion.rundir import read_manifest, snapshots
 
 
 def contact_sheet(run_dir: str | Path, out: str | Path, cell: int = 96, label_width: int = 150) -> Path:
@@ -25,11 +25,8 @@ def contact_sheet(run_dir: str | Path, out: str | Path, cell: int = 96, label_wi
     run_dir, out = Path(run_dir), Path(out)
     rows = []
     for inversion in read_manifest(run_dir):
-        image_path = run_dir / inversion.record["image"]
-        snapshots = sorted((run_dir / "snapshots" / image_path.stem).glob("step-*.png"))
-        final_step = f"step-{inversion.record['steps']:05d}.png"
-        columns = [(p.stem.removeprefix("step-").lstrip("0") or "0", p) for p in snapshots if p.name != final_step]
-        columns.append(("final", image_path))
+        columns = [(str(step), path) for step, path in snapshots(run_dir, inversion.record)]
+        columns.append(("final", run_dir / inversion.record["image"]))
         rows.append((inversion.prompt, columns))
     titles = [f"step {t}" if t != "final" else t for t, _ in rows[0][1]]
     return grid_sheet(

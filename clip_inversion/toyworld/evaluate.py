@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from clip_inversion.core.clip import CLIPSpec, FrozenCLIP, load_clip
-from clip_inversion.rundir import read_manifest
+from clip_inversion.studies.features import JudgeFeatures, extract, read_image_set
 from clip_inversion.studies.metrics import JudgeCosine, ZeroShotAccuracy, mean_subject_cosine
 from clip_inversion.toyworld.clutter import ClutterWorld
 from clip_inversion.toyworld.world import ShapeWorld
@@ -110,29 +110,30 @@ def judge_run(
             each caption's accuracies and cosine over its images (for paired comparisons of runs).
 
     Returns:
-        ``colour``, ``shape`` and ``caption`` accuracy, ``judge_cosine`` (mean cosine to the prompt under the
-        judge), ``subject_cosine`` (mean cosine recorded by the run) and ``images``.
+        ``colour``, ``shape`` and ``caption`` accuracy among ``among`` captions, ``judge_cosine`` (mean cosine to
+        the prompt under the judge, the images read as ``clip-inversion-evaluate`` reads them), ``subject_cosine``
+        (mean cosine recorded by the run) and ``images``.
     """
     world, clip = world or ShapeWorld(), load_clip(judge or CLIPSpec("toy-judge"))
-    inversions = read_manifest(run_dir)
-    images = torch.stack([inv.image for inv in inversions])
-    labels = torch.tensor([parse_caption(world, inv.prompt) for inv in inversions])
+    run = read_image_set(run_dir, "run")
+    embeddings = extract(run.paths, JudgeFeatures(clip, ""))["features"]
+    labels = torch.tensor([parse_caption(world, prompt) for prompt in run.prompts])
     accuracy = ZeroShotAccuracy(world.captions_of(), clip, levels=world_levels(world))
-    accuracy.update(images, labels[:, 0] * len(world.shapes) + labels[:, 1])
-    prompts = [inv.prompt for inv in inversions]
-    cosine = JudgeCosine(list(dict.fromkeys(prompts)), clip)
-    cosine.update(images, prompts)
+    accuracy.update(embeddings, labels[:, 0] * len(world.shapes) + labels[:, 1])
+    cosine = JudgeCosine(list(dict.fromkeys(run.prompts)), clip)
+    cosine.update(embeddings, run.prompts)
     scores = _world_scores(accuracy)
+    scores["among"] = len(accuracy.prompts)
     scores["judge_cosine"] = cosine.compute().item()
-    scores["subject_cosine"] = mean_subject_cosine(inv.record for inv in inversions)
-    scores["images"] = len(inversions)
+    scores["subject_cosine"] = mean_subject_cosine(run.records)
+    scores["images"] = len(run.paths)
     if per_caption:
         right, cosines = accuracy.per_prompt(), cosine.per_prompt()
-        caption = {p: colour * len(world.shapes) + shape for p, (colour, shape) in zip(prompts, labels.tolist())}
+        caption = {p: colour * len(world.shapes) + shape for p, (colour, shape) in zip(run.prompts, labels.tolist())}
         scores["per_caption"] = {
             p: {"colour": right["colour"][caption[p]].item(), "caption": right["prompt"][caption[p]].item(),
                 "judge_cosine": cosines[j].item()}
-            for j, p in enumerate(dict.fromkeys(prompts))
+            for j, p in enumerate(dict.fromkeys(run.prompts))
         }  # fmt: skip
     return scores
 
