@@ -1,3 +1,5 @@
-"""clip-inversion: see what a CLIP model has learned by inverting prompts into images."""
+"""clip-inversion: see what a CLIP model has learned by inverting prompts into images.
 
-from clip_inversion import toyworld  # noqa: F401 (registers the bundled toy models with the loader)
+Importing the package loads nothing heavy, so ``clip-inversion --help`` answers at once; the bundled toy models
+register with the loader when :mod:`clip_inversion.core.clip` is imported.
+"""

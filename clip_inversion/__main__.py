@@ -1,3 +1,3 @@
-from clip_inversion.cli import main
+from clip_inversion.usage import main
 
 main()

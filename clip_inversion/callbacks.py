@@ -1,17 +1,20 @@
-"""Callbacks: the resolution schedule, the image and manifest writer, and TensorBoard progress images."""
+"""Callbacks: the resolution schedule, the image and manifest writer, TensorBoard progress images and progress
+lines for log files."""
 
 from __future__ import annotations
 
 import logging
 import math
+import sys
 import textwrap
+import time
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from PIL import Image, ImageDraw
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
@@ -97,6 +100,14 @@ class InversionWriter(Callback):
         self.screen = NSFWScreen(nsfw, nsfw_threshold) if nsfw else None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        last_step = pl_module.hparams.steps
+        late = sorted(s for s in self.snapshot_steps if s > last_step)
+        if late:  # as for the resolution schedule: a shortened run is fine, those snapshots are never taken
+            log.warning(
+                "--writer.snapshot_steps %s come after the last step (--model.steps=%d): never written",
+                late,
+                last_step,
+            )
         check_writable(trainer.default_root_dir)  # every rank writes its own images
         if trainer.is_global_zero:  # a run killed while writing leaves temporary files: not images
             for tmp in Path(trainer.default_root_dir).glob("*/**/.tmp-*.png"):
@@ -207,6 +218,49 @@ class ProgressImages(Callback):
         experiment.add_image(f"progress/epoch-{trainer.current_epoch:04d}", make_grid(tiles, nrow=8), step)
         for prompt_id, prompt, _, cosine in everyone:
             experiment.add_scalar(f"cosine/{image_stem(prompt_id, prompt)}", cosine, trainer.global_step)
+
+
+class LogProgress(ProgressBar):
+    """Progress as plain lines on standard error, for a log file: every ``every_n_steps`` steps of a batch of prompts
+    and at its last step, ``clip-inversion: batch 1/2, step 20/200, loss 0.8123, 12 s``. The CLI uses it instead of
+    Lightning's bar when standard error is not a terminal (a redirect, SLURM), where every redraw of the bar would
+    be a line.
+
+    Args:
+        every_n_steps: steps between lines; by default the multiple of ``log_every_n_steps`` (the steps whose loss
+            is logged) nearest to a tenth of a batch's steps.
+    """
+
+    def __init__(self, every_n_steps: int | None = None) -> None:
+        super().__init__()
+        if every_n_steps is not None and every_n_steps < 1:
+            raise UsageError(f"LogProgress every_n_steps must be at least 1, got {every_n_steps}")
+        self.every_n_steps, self.enabled, self.started = every_n_steps, True, 0.0
+
+    def disable(self) -> None:
+        self.enabled = False
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def interval(self, trainer: Trainer, steps: int) -> int:
+        """Steps between lines for batches of ``steps`` steps."""
+        logged = max(1, trainer.log_every_n_steps)
+        return self.every_n_steps or max(1, round(steps / 10 / logged)) * logged
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.started = time.monotonic()
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: PromptBatch, batch_idx: int
+    ) -> None:
+        step, steps = batch_idx + 1, pl_module.hparams.steps
+        if not self.enabled or (step % self.interval(trainer, steps) and step != steps):
+            return
+        loss = trainer.progress_bar_metrics.get("train/loss")
+        line = f"batch {trainer.current_epoch + 1}/{trainer.max_epochs}, step {step}/{steps}"
+        line += f", loss {loss:.4f}" if loss is not None else ""
+        print(f"clip-inversion: {line}, {time.monotonic() - self.started:.0f} s", file=sys.stderr, flush=True)
 
 
 def labelled(image: Tensor, label: str, width: int = 128) -> Tensor:

@@ -12,26 +12,32 @@ import json
 import logging
 import os
 import sys
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from jsonargparse import ActionYesNo, ArgumentError
 from lightning import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from clip_inversion import strategy  # noqa: F401 (registers the "independent_ddp" strategy)
-from clip_inversion.callbacks import InversionWriter, RunCheckpoint
+from clip_inversion.callbacks import InversionWriter, LogProgress, RunCheckpoint
 from clip_inversion.data import PromptDataModule
 from clip_inversion.errors import UsageError, describe_load_error
 from clip_inversion.module import CLIPInversion
-from clip_inversion.rundir import claim, finished, read_records
+from clip_inversion.precision import resolve_precision
+from clip_inversion.rundir import claim, finished, kept_as_found, read_records
+from clip_inversion.usage import DESCRIPTION, FIT_DESCRIPTION
 
 
 class LogConfig(SaveConfigCallback):
@@ -81,6 +87,8 @@ class InversionCLI(LightningCLI):
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        if isinstance(args, list | None):
+            check_config_files(sys.argv[1:] if args is None else args)
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if isinstance(args, list | None):
@@ -93,8 +101,13 @@ class InversionCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.sweep.models:
             raise UsageError("this config describes a model sweep (sweep.models): run it with clip-inversion-sweep")
+        config.trainer.precision, self.precision_why = resolve_precision(
+            config.trainer.precision, config.trainer.accelerator
+        )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        given = list(config.trainer.callbacks or [])  # the user's, before Lightning adds its own to the list
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, ValueError, RuntimeError) as e:  # accelerator, devices, strategy
@@ -102,9 +115,21 @@ class InversionCLI(LightningCLI):
         for callback in trainer.callbacks:  # before --ckpt_path=last looks for it
             if isinstance(callback, RunCheckpoint) and callback.dirpath is None:
                 callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+        if not sys.stderr.isatty() and not any(isinstance(c, ProgressBar) for c in given):  # a log: lines, not a bar
+            trainer.callbacks = [LogProgress() if isinstance(c, TQDMProgressBar) else c for c in trainer.callbacks]
+        accelerator = self.config[self.subcommand].trainer.accelerator if self.subcommand else None
+        if accelerator == "auto" and isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > 1:
+            n = trainer.num_devices
+            say(f"warning: no GPU found (--trainer.accelerator=auto): --trainer.devices={n} runs {n} CPU processes")
         return trainer
 
     def fit(self, model: LightningModule, datamodule: LightningDataModule, **kwargs: Any) -> None:
+        """Invert the prompts; a run that fails before its first step leaves the run directory as it found it."""
+        started = lambda: self.trainer.global_step > 0  # noqa: E731 (a resumed run counts as started)
+        with kept_as_found(self.trainer.default_root_dir, started, enabled=rank_zero_only.rank == 0):
+            self.invert(model, datamodule, **kwargs)
+
+    def invert(self, model: LightningModule, datamodule: LightningDataModule, **kwargs: Any) -> None:
         """Claim the run directory for these settings, say what is left to do, and invert it."""
         config = self.config[self.subcommand]
         run_dir = Path(self.trainer.default_root_dir)
@@ -121,19 +146,64 @@ class InversionCLI(LightningCLI):
             return
         if done:
             say(f"Resuming: {done} of {len(prompts)} prompts already finished in {run_dir}")
+        say(where_it_runs(self.trainer, self.precision_why))
         self.trainer.fit(model, datamodule=datamodule, **kwargs)
         done = len(prompts & finished(run_dir))
         rest = "" if done == len(prompts) else "; rerun the same command to finish the others"
         say(f"{done} of {len(prompts)} prompts finished in {run_dir}{rest}")
 
 
-def idle_cores() -> int:
-    """The CPU threads a run uses unless ``OMP_NUM_THREADS`` says otherwise: the cores this process may use
-    minus the 1-minute load average (other jobs), at least one. Torch's default, a thread a core, oversubscribes
-    a busy machine: on 2 shared cores the quickstart took 166 s instead of 36 s with one thread."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(cores, round(cores - load)))
+def where_it_runs(trainer: Trainer, precision_why: str = "") -> str:
+    """One line for the start of a run: the device, processes and nodes, precision (and why) and run directory."""
+    device = trainer.strategy.root_device
+    name = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type
+    processes = f"{trainer.world_size} process{'es' if trainer.world_size > 1 else ''}"
+    nodes = f"{trainer.num_nodes} node{'s' if trainer.num_nodes > 1 else ''}"
+    why = f" ({precision_why})" if precision_why else ""
+    return (
+        f"running on {name}, {processes} on {nodes}, precision {trainer.precision}{why}, "
+        f"run directory {trainer.default_root_dir}"
+    )
+
+
+def idle_cores(read_stat: Callable[[], str] | None = None, window: float = 0.3) -> int:
+    """The CPU threads a run uses unless ``OMP_NUM_THREADS`` says otherwise: the cores this process may use minus
+    those other processes keep busy now, at least one. Torch's default, a thread a core, oversubscribes a busy
+    machine: on 2 shared cores the quickstart took 166 s instead of 36 s with one thread.
+
+    Busy cores are measured from ``/proc/stat`` over ``window`` seconds while this process waits, so a run that
+    just ended (whose load the 1-minute load average still holds) counts as idle. Where ``/proc/stat`` cannot be
+    read, the 1-minute load average stands in.
+
+    Args:
+        read_stat: returns the text of ``/proc/stat`` (a stand-in for tests).
+        window: seconds between the two readings.
+    """
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    try:
+        read_stat = read_stat or (lambda: Path("/proc/stat").read_text())
+        before = cpu_times(read_stat())
+        time.sleep(window)
+        after = cpu_times(read_stat())
+        busy = sum(
+            (after[c][0] - before[c][0]) / max(1, after[c][1] - before[c][1])
+            for c in cores
+            if c in before and c in after
+        )
+    except (OSError, ValueError):
+        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(len(cores), round(len(cores) - busy)))
+
+
+def cpu_times(stat: str) -> dict[int, tuple[int, int]]:
+    """``{core: (busy ticks, all ticks)}`` from the text of ``/proc/stat`` (idle and iowait are not busy)."""
+    times = {}
+    for line in stat.splitlines():
+        name, *fields = line.split() or [""]
+        if name.startswith("cpu") and name[3:].isdigit():
+            ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+            times[int(name[3:])] = (sum(ticks) - ticks[3] - ticks[4], sum(ticks))
+    return times
 
 
 def command_line_prompts(data: Any, args: list[str]) -> None:
@@ -176,6 +246,24 @@ def say(message: str) -> None:
     """Tell the user how the run stands: one line on standard error, from the first process only."""
     if rank_zero_only.rank == 0:
         print(f"clip-inversion: {message}", file=sys.stderr, flush=True)
+
+
+def check_config_files(args: list[str]) -> None:
+    """Refuse a ``--config`` file that is not valid YAML, naming the file and the line.
+
+    Raises:
+        UsageError: ``FILE:LINE: not valid YAML: <the problem>``.
+    """
+    paths = [b for a, b in pairwise(args) if a in ("-c", "--config")]
+    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for path in paths:
+        try:
+            yaml.compose(Path(path).read_text(encoding="utf-8"))  # the syntax only: tags are jsonargparse's to refuse
+        except (OSError, UnicodeDecodeError):
+            continue  # jsonargparse says the file is missing or unreadable
+        except yaml.MarkedYAMLError as e:
+            line = f":{e.problem_mark.line + 1}" if e.problem_mark else ""
+            raise UsageError(f"{path}{line}: not valid YAML: {e.problem} (--config)") from e
 
 
 def check_checkpoint(path: str) -> None:
@@ -224,7 +312,12 @@ def run(args: list[str] | None = None, fit: bool = True) -> InversionCLI:
             auto_configure_optimizers=False,
             save_config_callback=LogConfig,
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"prog": "clip-inversion", "exit_on_error": False, "fit": {"exit_on_error": False}},
+            parser_kwargs={
+                "prog": "clip-inversion",
+                "description": DESCRIPTION,
+                "exit_on_error": False,
+                "fit": {"description": FIT_DESCRIPTION, "exit_on_error": False},
+            },
             trainer_defaults={
                 "default_root_dir": "runs/clip-inversion",
                 "max_epochs": -1,  # the data module sets it to the number of prompt batches
@@ -245,7 +338,7 @@ def exit_on_error(program: str = "clip-inversion") -> Iterator[None]:
     except (UsageError, MisconfigurationException) as e:
         _fail(program, str(e), e)
     except ArgumentError as e:  # jsonargparse: an unknown option, a value of the wrong type, a missing config
-        _fail(program, f"{e} (clip-inversion fit --help lists the options)", e)
+        _fail(program, f"{e} (clip-inversion fit --help=full lists every option)", e)
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOTDIR):
             raise

@@ -77,6 +77,10 @@ def read_prompts(path: str | Path, base_seed: int = 0, first: int = 0) -> list[P
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"prompts file not found: {path} (--data.prompts_file)") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory: give one of its prompts files (--data.prompts_file)") from None
+    except OSError as e:
+        raise UsageError(f"cannot read the prompts file {path}: {e.strerror} (--data.prompts_file)") from None
     except UnicodeDecodeError as e:
         line = path.read_bytes().count(b"\n", 0, e.start) + 1
         raise UsageError(f"{path}:{line}: not valid UTF-8 (--data.prompts_file)") from None

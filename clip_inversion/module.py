@@ -23,7 +23,7 @@ from clip_inversion.core.inverter import Clamp, Inverter, Member, adam
 from clip_inversion.core.objective import Distance
 from clip_inversion.core.targets import load_image
 from clip_inversion.data import PromptBatch
-from clip_inversion.errors import UsageError
+from clip_inversion.errors import UsageError, first_line
 
 ImageFactory = Callable[[list[int], int], ImageParam]
 
@@ -150,8 +150,10 @@ class CLIPInversion(LightningModule):
         return None
 
     def training_step(self, batch: PromptBatch, batch_idx: int) -> Tensor:
-        with self._explain_oom():
-            terms = self.step_fn(self.inverter.image(), batch_idx)
+        # compiled, a tensor: an int would be compiled as a constant, then once more as a symbol at the next step
+        step = torch.full((), batch_idx, device=self.device) if self.hparams.compile else batch_idx
+        with self._explain_errors():
+            terms = self.step_fn(self.inverter.image(), step)
         loss = self.inverter.loss(terms, batch_idx + 1)
         # Logging reads the values back to the host (a device sync): only on the steps the logger records.
         logging_step = (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0
@@ -161,7 +163,7 @@ class CLIPInversion(LightningModule):
         return loss
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
-        with self._explain_oom():
+        with self._explain_errors():
             super().backward(loss, *args, **kwargs)
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
@@ -179,8 +181,10 @@ class CLIPInversion(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     @contextmanager
-    def _explain_oom(self) -> Iterator[None]:
-        """Turn running out of device memory into a :class:`UsageError` that names the settings to lower."""
+    def _explain_errors(self) -> Iterator[None]:
+        """Turn running out of device memory into a :class:`UsageError` that names the settings to lower, and a
+        failed ``torch.compile`` (it compiles at the first step and the first backward) into one that names
+        ``--model.compile``."""
         try:
             yield
         except torch.OutOfMemoryError as e:
@@ -188,6 +192,15 @@ class CLIPInversion(LightningModule):
             raise UsageError(
                 f"out of {self.device.type} memory inverting {p} prompts x {copies} copies ({size} px images): lower "
                 f"--data.batch_size (now {p}) or --model.copies (now {copies}); docs/benchmarks.md lists what fits"
+            ) from e
+        except torch._dynamo.exc.TorchDynamoException as e:
+            if not self.hparams.compile:
+                raise
+            cause = getattr(e, "inner_exception", None) or e  # the backend's own error
+            raise UsageError(
+                f"--model.compile=true: torch.compile failed on {self.device.type} ({type(cause).__name__}: "
+                f"{first_line(cause)}); "
+                "run without it, or set CLIP_INVERSION_DEBUG=1 for the traceback"
             ) from e
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -15,6 +15,8 @@ import re
 import shutil
 import tempfile
 import unicodedata
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,6 +158,42 @@ def claim(run_dir: str | Path, settings: dict[str, Any], fresh: bool = False, wr
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump({"settings": settings}, f, indent=1, ensure_ascii=False)
     os.replace(tmp, path)
+
+
+@contextmanager
+def kept_as_found(run_dir: str | Path, started: Callable[[], bool], enabled: bool = True) -> Iterator[None]:
+    """Leave ``run_dir`` as it was found when the block fails before ``started()``: a run that never took a step
+    leaves no ``run.json`` of its own (an earlier one is put back), no empty TensorBoard version and no new
+    folder. Nothing that was there before is deleted.
+
+    Args:
+        run_dir: the run directory (it need not exist yet).
+        started: whether the run has taken a step, asked after a failure.
+        enabled: watch at all (only the first process of a run writes).
+    """
+    run_dir = Path(run_dir)
+    existed, before = run_dir.is_dir(), _paths(run_dir) if enabled else set()
+    settings = (run_dir / RUN_FILE).read_bytes() if enabled and (run_dir / RUN_FILE).is_file() else None
+    try:
+        yield
+    except BaseException:
+        if enabled and not started():
+            if settings is not None:
+                (run_dir / RUN_FILE).write_bytes(settings)
+            new = _paths(run_dir) - before
+            for path in sorted(p for p in new if p.parent not in new):  # the outermost new files and folders
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            if not existed and run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()
+        raise
+
+
+def _paths(folder: Path) -> set[Path]:
+    """Every file and folder under ``folder`` (none when it does not exist)."""
+    paths = set()
+    for root, dirs, files in os.walk(folder):
+        paths.update(Path(root, name) for name in dirs + files)
+    return paths
 
 
 def differences(before: dict[str, Any], now: dict[str, Any]) -> str:

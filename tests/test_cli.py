@@ -1,6 +1,7 @@
 """The user's path: ``clip-inversion fit --config configs/...yaml`` through ``main``."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -282,6 +283,7 @@ def test_out_of_memory_names_the_settings_to_lower(tmp_path, monkeypatch, capsys
 def test_fast_settings_run_and_log_only_on_logging_steps(tmp_path, monkeypatch):
     from clip_inversion.module import CLIPInversion
 
+    monkeypatch.setattr("clip_inversion.precision.cpu_flags", lambda: {"amx_bf16"})  # bf16 as on a CPU made for it
     logged = []
     original = CLIPInversion.log
     monkeypatch.setattr(
@@ -382,14 +384,72 @@ def test_the_manifest_marks_models_with_random_weights():
     assert not CLIPSpec("local-dir:/some/where").random_weights
 
 
-def test_only_fit_is_offered_and_its_help_is_short():
-    result = subprocess.run([sys.executable, "-m", "clip_inversion", "--help"], capture_output=True, text=True)
-    assert "{fit}" in result.stdout and "validate" not in result.stdout and "predict" not in result.stdout
-    result = subprocess.run([sys.executable, "-m", "clip_inversion", "fit", "--help"], capture_output=True, text=True)
-    lines = result.stdout.splitlines()
+def help_text(*args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "clip_inversion", *args], capture_output=True, text=True).stdout
+
+
+def test_help_says_what_the_tool_does_and_lists_the_options_a_run_changes():
+    top = help_text("--help")
+    assert top.startswith("usage: clip-inversion [-h] {fit}") and "validate" not in top and "predict" not in top
+    assert "Invert a frozen CLIP model" in top.splitlines()[2] and "Lightning" not in top
+    short = help_text("fit", "--help")
+    assert short.startswith("usage: clip-inversion fit ") and len(short.splitlines()) <= 40
+    options = re.findall(r"^ +(?:-c, )?(--[a-z_.]+)", short, flags=re.MULTILINE)
+    wanted = ["--config", "--model.clip.model_name", "--model.clip.pretrained", "--data.prompts", "--data.prompts_file"]
+    wanted += ["--model.steps", "--model.init_size", "--model.copies", "--model.augmentations", "--model.tv"]
+    assert {*wanted, "--trainer.default_root_dir", "--trainer.devices"} <= set(options)
+    assert "--help=full" in short
+    full = help_text("fit", "--help=full")  # every option, from the full parser
+    lines = full.splitlines()
     assert lines[0].startswith("usage: clip-inversion "), lines[0]  # the program's name, even under python -m
     assert len(lines) < 800, len(lines)  # every torch.nn.Module under --model.augmentations made it 2,400
     assert any("kornia.augmentation.RandomAffine" in line for line in lines)  # augmentations by example
+    assert "Invert a frozen CLIP model" in help_text("--help-all") and "Lightning Trainer" not in full
+
+
+def test_the_console_script_is_the_entry_point_with_the_short_help():
+    import tomllib
+
+    scripts = tomllib.loads((CONFIGS.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["clip-inversion"] == "clip_inversion.usage:main"  # as python -m clip_inversion
+
+
+def test_every_option_of_the_short_help_is_one_of_the_parser(tmp_path, capsys):
+    from clip_inversion.usage import FIT_HELP
+
+    values = {"--data.prompts": "[a blue star]", "--data.prompts_file": "p.txt", "--model.clip.model_name": "toy-judge"}
+    values |= {
+        "--model.clip.pretrained": "w.pt",
+        "--model.steps": "7",
+        "--model.init_size": "40",
+        "--model.copies": "3",
+    }
+    values |= {"--model.augmentations": "[]", "--model.tv": "0.25", "--trainer.default_root_dir": str(tmp_path)}
+    values |= {"--trainer.devices": "3", "--writer.snapshot_steps": "[5]", "--fresh": None, "--ckpt_path": "last"}
+    options = re.findall(r"^ +(?:-c, )?(--[a-z_.]+)", FIT_HELP, flags=re.MULTILINE)
+    assert sorted(set(options) - {"--config", "--print_config"}) == sorted(values)
+    args = [
+        "fit",
+        "--config",
+        str(CONFIGS / "quickstart.yaml"),
+        *(o if v is None else f"{o}={v}" for o, v in values.items()),
+    ]
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--print_config"])
+    assert exit_.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["model"]["clip"] == {**config["model"]["clip"], "model_name": "toy-judge", "pretrained": "w.pt"}
+    assert (config["model"]["steps"], config["model"]["init_size"], config["model"]["copies"]) == (7, 40, 3)
+    assert (config["model"]["augmentations"], config["model"]["tv"]) == ([], 0.25)
+    assert config["data"]["prompts"] == ["a blue star"] and config["data"]["prompts_file"] == "p.txt"
+    assert (config["trainer"]["default_root_dir"], config["trainer"]["devices"]) == (str(tmp_path), "3")
+    assert (config["writer"]["snapshot_steps"], config["fresh"], config["ckpt_path"]) == ([5], True, "last")
+
+
+def proc_stat(*cores: tuple[int, int]) -> str:
+    """The text of /proc/stat with each core's (busy, idle) ticks, busy split over user and system."""
+    lines = [f"cpu{i} {busy - busy // 3} 0 {busy // 3} {idle} 0 0 0 0 0 0" for i, (busy, idle) in enumerate(cores)]
+    return "cpu  1 2 3 4 5 6 7 8 0 0\n" + "\n".join(lines) + "\nintr 12 3\nctxt 99\n\n"
 
 
 def test_a_cpu_run_uses_the_idle_cores_unless_told(monkeypatch):
@@ -397,13 +457,24 @@ def test_a_cpu_run_uses_the_idle_cores_unless_told(monkeypatch):
 
     from clip_inversion.cli import idle_cores
 
+    def cores(*readings: str) -> int:
+        return idle_cores(iter(readings).__next__, window=0)
+
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.6, 0.0, 0.0), raising=False)
-    assert idle_cores() == 1  # two cores, one and a half busy with other jobs: one thread, not two
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.6, 0.0, 0.0), raising=False)  # a run that just ended, say
+    start = proc_stat((1000, 5000), (2000, 4000), (0, 0))
+    assert cores(start, proc_stat((1001, 5099), (2002, 4098), (100, 0))) == 2  # idle now, core 2 not ours
+    assert cores(start, proc_stat((1100, 5000), (2050, 4050), (0, 0))) == 1  # one and a half busy: one thread
+    assert cores(start, proc_stat((1100, 5000), (2100, 4000), (0, 0))) == 1  # never none
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert cores(start, proc_stat((1100, 5000), (2002, 4098), (1, 99))) == 2
+
+    def unreadable() -> str:
+        raise OSError("no /proc here")
+
+    assert idle_cores(unreadable, window=0) == 1  # the load average stands in: 3 cores, 1.6 busy
     monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0), raising=False)
-    assert idle_cores() == 2
-    monkeypatch.setattr(os, "getloadavg", lambda: (7.0, 0.0, 0.0), raising=False)
-    assert idle_cores() == 1
+    assert idle_cores(unreadable, window=0) == 3
 
 
 def test_a_run_says_only_what_matters(tmp_path):
@@ -412,7 +483,114 @@ def test_a_run_says_only_what_matters(tmp_path):
     result = subprocess.run([sys.executable, "-m", "clip_inversion", *args], capture_output=True, text=True, check=True)
     # no banner, tips, seed notice, deprecation warnings or open_clip log lines: our own lines only
     assert result.stderr.splitlines() == [
+        f"clip-inversion: running on cpu, 1 process on 1 node, precision 32-true, run directory {tmp_path}",
         "ResolutionSchedule milestones at steps [100] come after the last step (--model.steps=2): never reached",
+        "--writer.snapshot_steps [25, 100, 200] come after the last step (--model.steps=2): never written",
         f"clip-inversion: 1 of 1 prompts finished in {tmp_path}",
     ]
     assert result.stdout == ""
+
+
+def test_a_log_file_gets_progress_lines_not_a_bar(tmp_path):
+    args = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--model.steps=25", "--model.copies=2"]
+    args += ["--model.init_size=16", "--data.prompts=[a red star]", f"--trainer.default_root_dir={tmp_path / 'run'}"]
+    with open(tmp_path / "log.txt", "w") as log:  # stdout and stderr to a file, as under SLURM
+        subprocess.run(
+            [sys.executable, "-m", "clip_inversion", *args], stdout=log, stderr=subprocess.STDOUT, check=True
+        )
+    text = (tmp_path / "log.txt").read_text()
+    assert "\r" not in text and len(text.splitlines()) <= 40, text
+    steps = re.findall(r"^clip-inversion: batch 1/1, step (\d+)/25, loss \d+\.\d{4}, \d+ s$", text, flags=re.MULTILINE)
+    assert steps == ["10", "20", "25"], text  # every log_every_n_steps (10 in the quickstart), and the last step
+
+
+def test_the_bar_stays_on_a_terminal_and_lines_go_to_a_log(tmp_path, monkeypatch):
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from clip_inversion.callbacks import LogProgress
+
+    args = ["--config", str(CONFIGS / "quickstart.yaml"), f"--trainer.default_root_dir={tmp_path}"]
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert type(run(args, fit=False).trainer.progress_bar_callback) is TQDMProgressBar
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert type(run(args, fit=False).trainer.progress_bar_callback) is LogProgress
+    chosen = [*args, "--trainer.callbacks+=TQDMProgressBar"]  # a bar the user asks for is kept
+    assert type(run(chosen, fit=False).trainer.progress_bar_callback) is TQDMProgressBar
+
+
+@pytest.mark.parametrize(
+    ("steps", "logged", "every", "expected"),
+    [(200, 10, None, 20), (3400, 50, None, 350), (60, 10, None, 10), (20, 50, None, 50), (200, 10, 7, 7)],
+)
+def test_progress_lines_come_about_every_tenth_of_a_batch_on_logged_steps(steps, logged, every, expected):
+    from types import SimpleNamespace
+
+    from clip_inversion.callbacks import LogProgress
+
+    assert LogProgress(every).interval(SimpleNamespace(log_every_n_steps=logged), steps) == expected
+
+
+@pytest.mark.parametrize(
+    ("flags", "precision"),
+    [
+        (set(), "precision 32-true (bf16-mixed asked for, but this CPU has no AMX bf16 units"),
+        ({"avx512_bf16", "amx_bf16"}, "precision bf16-mixed (this CPU has AMX bf16 units)"),
+    ],
+)
+def test_a_run_says_where_it_runs_and_runs_bf16_only_where_it_pays(tmp_path, monkeypatch, capsys, flags, precision):
+    monkeypatch.setattr("clip_inversion.precision.cpu_flags", lambda: flags)
+    args = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", str(CONFIGS / "fast.yaml")]
+    args += ["--model.steps=1", "--data.prompts=[a red star]", "--trainer.logger=false"]
+    main([*args, f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"])
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "running on" in line]
+    assert line.startswith(f"clip-inversion: running on cpu, 1 process on 1 node, {precision}")
+    assert line.endswith(f"run directory {tmp_path}")
+    # the run directory records the precision the images were made with
+    assert json.loads((tmp_path / "run.json").read_text())["settings"]["trainer.precision"] == precision.split()[1]
+
+
+def test_several_devices_without_a_gpu_warn_that_they_are_cpu_processes(tmp_path):
+    args = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--model.steps=1", "--trainer.logger=false"]
+    args += ["--data.prompts=[a red star, a blue square]", "--data.batch_size=1", "--trainer.devices=2"]
+    args += [f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"]
+    launched = {"MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "GLOBAL_RANK", "WORLD_SIZE"}  # left by runs
+    env = {k: v for k, v in os.environ.items() if k not in launched} | {"CUDA_VISIBLE_DEVICES": ""}  # no GPU
+    result = subprocess.run(
+        [sys.executable, "-m", "clip_inversion", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()  # the first process speaks, once
+    warning = (
+        "clip-inversion: warning: no GPU found (--trainer.accelerator=auto): --trainer.devices=2 runs 2 CPU processes"
+    )
+    assert lines.count(warning) == 1
+    assert sum(line.startswith("clip-inversion: running on cpu, 2 processes on 1 node, ") for line in lines) == 1
+
+
+def test_a_step_that_cannot_compile_names_the_option_in_one_line(tmp_path, monkeypatch, capsys):
+    import torch._inductor.compile_fx
+
+    def no_compiler(*args, **kwargs):
+        raise OSError("gcc: command not found")
+
+    monkeypatch.setattr(torch._inductor.compile_fx, "compile_fx", no_compiler)
+    args = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", str(CONFIGS / "augment" / "affine-8.yaml")]
+    args += ["--model.compile=true", "--model.steps=1", "--data.prompts=[a red star]", "--trainer.logger=false"]
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("clip-inversion: error: --model.compile=true: torch.compile failed on cpu (")
+    assert "gcc: command not found" in err[-1] and not any("Traceback" in line for line in err)
+
+
+def test_the_compiled_step_is_traced_once_for_all_its_steps(tmp_path, monkeypatch):
+    from torch._dynamo.testing import CompileCounter
+
+    counter, compile_ = CompileCounter(), torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: compile_(fn, backend=counter))  # traces, no codegen
+    args = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", str(CONFIGS / "augment" / "affine-8.yaml")]
+    args += ["--model.compile=true", "--model.steps=3", "--data.prompts=[a red star]", "--trainer.logger=false"]
+    main([*args, f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"])
+    assert counter.frame_count == 1  # the step number is an input, not a constant to recompile for
+    assert (tmp_path / "manifest.jsonl").is_file()

@@ -71,6 +71,7 @@ CASES = [
     case("no-prompts", "no prompts: give --data.prompts or --data.prompts_file", ["--data.prompts=null"]),
     case("prompts-file-missing", "prompts file not found: {tmp}/none.txt", ["--data.prompts_file={tmp}/none.txt"]),
     case("prompts-file-empty", "{tmp}/p.txt holds no prompt", **prompts_file("p.txt", "\n# a comment only\n  \n")),
+    case("prompts-file-is-a-directory", "{tmp} is a directory: give one of its prompts files", ["--data.prompts_file={tmp}", "--data.prompts=null"]),
     case("prompts-file-not-utf8", "{tmp}/p.txt:2: not valid UTF-8", **prompts_file("p.txt", b"a red star\n\xff\xfe\n")),
     case("jsonl-bad-json", "{tmp}/p.jsonl:2: not valid JSON", **prompts_file("p.jsonl", '{"prompt": "a"}\n{"prompt":\n')),
     case("jsonl-not-an-object", "{tmp}/p.jsonl:1: expected a JSON object", **prompts_file("p.jsonl", '["a"]\n')),
@@ -86,6 +87,7 @@ CASES = [
     case("target-file-missing", "target '{tmp}/cat.png': no image file '{tmp}/cat.png'", ["--data.prompts=[{tmp}/cat.png]"]),
     case("target-embedding-damaged", "cannot load the embedding '{tmp}/e.npy': the file is damaged",
          ["--data.prompts=['a star | {tmp}/e.npy:0.5']"], {"e.npy": "not an array"}),
+    case("init-image-missing", "cannot read image '{tmp}/none.png'", ["--model.init_image={tmp}/none.png"]),
     case("init-image-unreadable", "cannot read image '{tmp}/start.png'", ["--model.init_image={tmp}/start.png"], {"start.png": "not a PNG"}),
     # models and weights
     case("unknown-model", "unknown model name 'ViT-B-61' (--model.clip.model_name). Did you mean", ["--model.clip.model_name=ViT-B-61"]),
@@ -122,6 +124,8 @@ CASES = [
     case("config-missing", "File does not exist", ["--config={tmp}/none.yaml"]),
     case("unsafe-yaml", "could not determine a constructor", ["--config={tmp}/evil.yaml"],
          {"evil.yaml": "model: !!python/object/apply:os.system ['touch {tmp}/pwned']\n"}),
+    case("config-not-yaml", "{tmp}/bad.yaml:4: not valid YAML: expected ',' or ']'", ["--config={tmp}/bad.yaml"],
+         {"bad.yaml": "model:\n  steps: 3\n  tv: [0.1\ndata:\n  prompts: [a]\n"}),
     case("sweep-config-given-to-fit", "run it with clip-inversion-sweep", ["--sweep.models=[toy-subject, toy-judge]"]),
     # devices and files
     case("no-such-accelerator", "(--trainer.accelerator, --trainer.devices, --trainer.strategy)", ["--trainer.accelerator=gpu"]),
@@ -144,6 +148,7 @@ RECOVERIES = {  # documented behaviours that are not errors, each with its own t
     "long-prompt": "test_a_prompt_longer_than_the_context_is_truncated_with_a_warning_naming_it",
     "more-ranks-than-prompts": "test_more_ranks_than_prompts_pad_without_writing_twice",
     "schedule-after-last-step": "test_a_milestone_after_the_last_step_is_warned_about",
+    "snapshot-after-last-step": "test_a_snapshot_after_the_last_step_is_warned_about",
     "non-finite-loss": "test_a_nan_stops_only_its_prompt_and_keeps_its_last_finite_image",
     "disk-full": "test_a_full_disk_fails_in_one_line_and_the_rerun_completes_the_sweep",
     "killed-run": "tests/test_sweep.py::test_killed_sweep_resumes_without_redoing_finished_prompts",
@@ -167,6 +172,7 @@ def test_bad_input_is_refused_in_one_line_with_exit_2(bad: Case, tmp_path, capsy
     args = [a.replace("{tmp}", str(tmp_path)) for a in bad.args]
     if not any(a.startswith("--trainer.default_root_dir") for a in args):
         args.append(f"--trainer.default_root_dir={tmp_path / 'run'}")
+    before = tree(tmp_path)
     with pytest.raises(SystemExit) as exit_:
         main(["fit", "--config", QUICKSTART, "--trainer.enable_progress_bar=false", *args])
     assert exit_.value.code == 2
@@ -175,7 +181,28 @@ def test_bad_input_is_refused_in_one_line_with_exit_2(bad: Case, tmp_path, capsy
     assert bad.message.replace("{tmp}", str(tmp_path)) in err[0]
     assert not marker.exists(), "code from a file was run"
     assert bad.id in MODEL_CASES or not loaded, "a model was loaded before the input was checked"
-    assert not list((tmp_path / "run").glob("images/*")), "nothing is written for a refused run"
+    assert tree(tmp_path) == before, "a refused run leaves every directory as it found it"
+
+
+def tree(folder: Path) -> dict[str, bytes | None]:
+    """Every file (its content) and folder (``None``) under ``folder``."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}
+
+
+def test_a_failed_start_leaves_the_run_directory_as_it_found_it(tmp_path, capsys):
+    """A run that fails after claiming the directory (its settings in run.json, a TensorBoard version) and before
+    its first step takes both back, and keeps everything that was there."""
+    run_dir = tmp_path / "run"
+    args = quickstart(run_dir, "--model.steps=2", f"--data.prompts=[{tmp_path}/cat.png]")  # found missing late
+    (run_dir / "lightning_logs" / "version_0").mkdir(parents=True)
+    (run_dir / "lightning_logs" / "version_0" / "events.out.tfevents.1").write_bytes(b"an earlier run")
+    (run_dir / "run.json").write_text('{"settings": {"model.steps": 999}}')  # no results: any settings may claim it
+    (run_dir / "notes.txt").write_text("mine")
+    before = tree(tmp_path)
+    with pytest.raises(SystemExit):
+        main(args)
+    assert "no image file" in capsys.readouterr().err
+    assert tree(tmp_path) == before
 
 
 def test_the_catalogue_in_the_docs_lists_exactly_the_tested_cases():
@@ -220,6 +247,13 @@ def test_a_milestone_after_the_last_step_is_warned_about(caplog):
     assert (
         record.levelname == "WARNING" and "steps [500] come after the last step (--model.steps=200)" in record.message
     )
+
+
+def test_a_snapshot_after_the_last_step_is_warned_about(tmp_path, caplog):
+    run(quickstart(tmp_path, "--model.steps=3", "--data.prompts=[a red star]", "--writer.snapshot_steps=[2, 5, 9]"))
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "--writer.snapshot_steps [5, 9] come after the last step (--model.steps=3): never written" in warning.message
+    assert [p.name for p in tmp_path.glob("snapshots/*/*.png")] == ["step-00002.png"]
 
 
 def test_more_ranks_than_prompts_pad_without_writing_twice():

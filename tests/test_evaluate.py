@@ -179,6 +179,7 @@ def test_the_coco_config_names_the_protocol(world, capsys):
     assert exit_.value.code == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("clip-inversion-evaluate: error: --real data/coco/")
+    assert "python -m clip_inversion.studies.coco" in line  # how to get the real images
 
 
 def _bad_cases(world: dict, tmp: Path) -> list[tuple[list[str], str]]:

@@ -1,3 +1,5 @@
+import random
+
 import kornia.augmentation as K
 import pytest
 import torch
@@ -118,6 +120,32 @@ def test_counter_based_uniforms_are_uniform_and_a_function_of_key_and_index_only
     assert not torch.equal(uniforms(keys(42, step=1), 10), u[42:43, :10])  # and each step
     # neighbouring copies and steps are not correlated
     assert abs(torch.corrcoef(torch.stack([u[:, 0], u[:, 1]]))[0, 1]) < 0.25
+
+
+def splitmix64(z: int) -> int:
+    """The published SplitMix64 finaliser in Python's unbounded integers, the oracle for the tensor version."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
+    return z ^ (z >> 31)
+
+
+def test_the_counter_based_hash_is_splitmix64_on_any_key():
+    gamma, rng = 0x9E3779B97F4A7C15, random.Random(0)
+    seeds = [0, 1, -1, 2**63 - 1, -(2**63)] + [rng.randrange(-(2**63), 2**63) for _ in range(195)]
+    step = rng.randrange(2**40)
+    # and a seed whose key has the sign bit alone in its top 16 bits, the edge of turning limbs into int64
+    seeds.append(next(s for s in range(2**20) if splitmix64((s * gamma + step) % 2**64) >> 48 == 0x8000))
+    expected = [splitmix64((s * gamma + step) % 2**64) for s in seeds]
+    got = step_keys(torch.tensor(seeds), step)
+    assert [k % 2**64 for k in got.tolist()] == expected  # the step keys, as int64 bit patterns
+    view_keys = Augment([], copies=3).view_keys(got).view(-1, 3)
+    assert [[v % 2**64 for v in row] for row in view_keys.tolist()] == [
+        [splitmix64((k + (2**50 + c + 1) * gamma) % 2**64) for c in range(3)] for k in expected
+    ]
+    u = uniforms(got, 4, stream=2)
+    assert u.tolist() == [
+        [(splitmix64((k + ((2 << 40) + i + 1) * gamma) % 2**64) >> 40) / 2**24 for i in range(4)] for k in expected
+    ]
 
 
 def test_every_vectorised_transform_draws_per_prompt_whatever_the_batch(vectorised_augmentations):

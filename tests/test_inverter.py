@@ -1,9 +1,11 @@
 """The core Inverter without a Trainer: a plain loop inverts, the clamp point is a choice, the step compiles."""
 
+import kornia.augmentation as K
 import pytest
 import torch
 
 from clip_inversion.core.augment import Augment
+from clip_inversion.core.clip import FrozenCLIP
 from clip_inversion.core.image import PixelImage
 from clip_inversion.core.inverter import Inverter, Member
 
@@ -47,4 +49,43 @@ def test_the_step_compiles_as_one_graph_with_every_vectorised_augmentation(subje
     terms["loss"].sum().backward()
     compiled_grad, inv.image.pixels.grad = inv.image.pixels.grad, None
     inv(torch.tensor(3))["loss"].sum().backward()
+    torch.testing.assert_close(compiled_grad, inv.image.pixels.grad, atol=1e-6, rtol=1e-4)
+
+
+class TinyCLIP(torch.nn.Module):
+    """A CLIP-shaped model small enough to compile in seconds: a strided convolution and a projection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.visual = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 4, stride=4), torch.nn.Flatten(), torch.nn.Linear(128, 8)
+        )
+        self.text = torch.nn.Embedding(256, 8)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self.visual(images)
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.text(tokens).mean(1)
+
+
+def tiny_clip() -> FrozenCLIP:
+    torch.manual_seed(0)
+    tokenize = lambda prompts: torch.tensor([list(p.encode()[:8].ljust(8)) for p in prompts])  # noqa: E731
+    return FrozenCLIP(TinyCLIP(), tokenize, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), (16, 16))
+
+
+def test_the_step_compiles_with_the_default_backend():
+    """What --model.compile runs: inductor generates and builds C++ (gcc) for the step, the counter-based draws
+    included (a 64-bit hash in plain int64 overflows its code generation). Slow: about 4 minutes on the shared
+    2-core machine at load 13, most of it inductor and gcc."""
+    affine = K.RandomAffine(degrees=30, translate=(0.1, 0.1), scale=(0.7, 1.2), p=0.5, padding_mode="border")
+    inv = inverter(tiny_clip(), [affine], copies=2)
+    compiled = torch.compile(inv.terms, fullgraph=True)
+    terms = compiled(inv.image(), torch.tensor(3))
+    terms["loss"].sum().backward()
+    compiled_grad, inv.image.pixels.grad = inv.image.pixels.grad, None
+    eager = inv(torch.tensor(3))
+    eager["loss"].sum().backward()
+    torch.testing.assert_close(terms["loss"], eager["loss"], atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(compiled_grad, inv.image.pixels.grad, atol=1e-6, rtol=1e-4)

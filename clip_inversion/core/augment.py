@@ -37,38 +37,82 @@ from clip_inversion.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-# SplitMix64's constants as signed int64 (torch has no uint64 arithmetic; products wrap modulo 2^64).
-_GAMMA = 0x9E3779B97F4A7C15 - 2**64
-_MUL1 = 0xBF58476D1CE4E5B9 - 2**64
-_MUL2 = 0x94D049BB133111EB - 2**64
+# SplitMix64's constants, and 64-bit numbers held as four 16-bit limbs (least significant first) in int64
+# tensors: torch has no uint64 arithmetic, and int64 products that wrap, or constants beyond int64's range in
+# generated code, break compilers (inductor's C++ code generation overflowed on them). A limb product is below
+# 2^32 and a column of them below 2^34, so nothing overflows, on any device and backend.
+_GAMMA = 0x9E3779B97F4A7C15
+_MUL1 = 0xBF58476D1CE4E5B9
+_MUL2 = 0x94D049BB133111EB
+_MASK = 0xFFFF
+
+Limbs = list[Tensor]
 
 
-def _shr(x: Tensor, bits: int) -> Tensor:
-    """Logical right shift of int64 (``>>`` is arithmetic: mask the sign bits away)."""
-    return (x >> bits) & ((1 << (64 - bits)) - 1)
+def _split(x: Tensor) -> Limbs:
+    """``int64 -> 4 limbs``: its two's-complement bits, 16 at a time (``>>`` is arithmetic: the mask drops the
+    sign bits)."""
+    return [(x >> shift) & _MASK for shift in (0, 16, 32, 48)]
 
 
-def _mix(x: Tensor) -> Tensor:
-    """SplitMix64's finaliser: int64 -> well-mixed int64, elementwise."""
-    x = (x ^ _shr(x, 30)) * _MUL1
-    x = (x ^ _shr(x, 27)) * _MUL2
-    return x ^ _shr(x, 31)
+def _join(x: Limbs) -> Tensor:
+    """``4 limbs -> int64`` (the top limb's high bit is the sign), without overflowing on the way."""
+    top = torch.where(x[3] >= 1 << 15, x[3] - (1 << 16), x[3])
+    return top * (1 << 48) + x[2] * (1 << 32) + x[1] * (1 << 16) + x[0]
 
 
-def _stream(keys: Tensor, n: int, offset: int = 0) -> Tensor:
-    """``(...)`` int64 keys -> ``(..., n)`` int64: numbers ``offset .. offset + n - 1`` of each key's stream."""
+def _carry(x: Limbs) -> Limbs:
+    """Limbs of any size up to 2^62 -> 16-bit limbs of the same number modulo 2^64."""
+    out = []
+    carry = 0
+    for limb in x:
+        limb = limb + carry
+        out.append(limb & _MASK)
+        carry = limb >> 16
+    return out
+
+
+def _times(x: Limbs, constant: int, add: Tensor | int = 0) -> Limbs:
+    """``x * constant + add`` modulo 2^64 (``add`` non-negative, below 2^61)."""
+    c = [(constant >> shift) & _MASK for shift in (0, 16, 32, 48)]
+    return _carry([sum(x[i] * c[k - i] for i in range(k + 1)) + (add if k == 0 else 0) for k in range(4)])
+
+
+def _plus(x: Limbs, y: Limbs) -> Limbs:
+    return _carry([a + b for a, b in zip(x, y)])
+
+
+def _xor_shr(x: Limbs, bits: int) -> Limbs:
+    """``x ^ (x >> bits)``, the shift logical, for 16 < bits < 32."""
+    rest = bits - 16
+    shifted = [(x[i + 1] >> rest) | ((x[i + 2] << (16 - rest)) & _MASK) for i in range(2)]
+    shifted += [x[3] >> rest, torch.zeros_like(x[3])]
+    return [a ^ b for a, b in zip(x, shifted)]
+
+
+def _mix(x: Limbs) -> Limbs:
+    """SplitMix64's finaliser: a well-mixed function of ``x``, elementwise."""
+    x = _times(_xor_shr(x, 30), _MUL1)
+    x = _times(_xor_shr(x, 27), _MUL2)
+    return _xor_shr(x, 31)
+
+
+def _stream(keys: Tensor, n: int, offset: int = 0) -> Limbs:
+    """``(...)`` int64 keys -> ``(..., n)`` limbs: numbers ``offset .. offset + n - 1`` of each key's stream."""
     counter = torch.arange(offset + 1, offset + n + 1, device=keys.device, dtype=torch.int64)
-    return _mix(keys.unsqueeze(-1) + counter * _GAMMA)
+    return _mix(_plus(_split(keys.unsqueeze(-1)), _times(_split(counter), _GAMMA)))
 
 
 def step_keys(seeds: Tensor, step: Tensor | int) -> Tensor:
     """One key a prompt and step: ``(P,)`` int64 prompt seeds and a step number -> ``(P,)`` int64."""
-    return _mix(seeds * _GAMMA + step)
+    return _join(_mix(_times(_split(seeds), _GAMMA, add=step)))
 
 
 def uniforms(keys: Tensor, n: int, stream: int = 0) -> Tensor:
-    """``(N,)`` int64 keys -> ``(N, n)`` float32 uniforms in [0, 1), a function of (key, stream, index) only."""
-    return _shr(_stream(keys, n, stream << 40), 40).to(torch.float32) / 2**24
+    """``(N,)`` int64 keys -> ``(N, n)`` float32 uniforms in [0, 1), a function of (key, stream, index) only:
+    the top 24 bits of each number."""
+    x = _stream(keys, n, stream << 40)
+    return ((x[3] << 8) | (x[2] >> 8)).to(torch.float32) / 2**24
 
 
 def _between(u: Tensor, low: float | Tensor, high: float | Tensor) -> Tensor:
@@ -347,7 +391,7 @@ class Augment(nn.Module):
 
     def view_keys(self, keys: Tensor) -> Tensor:
         """``(P,)`` step keys -> ``(P * copies,)`` keys, one a view, copies of prompt ``p`` at ``p * copies + c``."""
-        return _stream(keys, self.copies, offset=1 << 50).flatten()
+        return _join(_stream(keys, self.copies, offset=1 << 50)).flatten()
 
     def forward(self, images: Tensor, keys: Tensor) -> Tensor:
         """``(P, 3, H, W)`` images and ``(P,)`` int64 step keys -> ``(P * copies, 3, H, W)`` views.

@@ -252,3 +252,7 @@ def _hub_offline(offline: bool) -> Iterator[None]:
         yield
     finally:
         constants.HF_HUB_OFFLINE = before
+
+
+# Last, once register_bundled exists: the toy world registers the small models that ship with the package.
+from clip_inversion import toyworld  # noqa: E402, F401

@@ -61,7 +61,11 @@ def read_image_set(folder: str | Path, what: str) -> ImageSet:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise UsageError(f"{what} {folder}: no such directory")
+        how = (
+            "; write real images of captions with python -m clip_inversion.studies.coco (MS-COCO, see "
+            "configs/eval/coco.yaml) or python -m clip_inversion.toyworld.real (the toy world)"
+        )
+        raise UsageError(f"{what} {folder}: no such directory{how if what == '--real' else ''}")
     records = [r for r in read_records(folder) if r.get("image")]
     if not records or not all(isinstance(r.get("prompt"), str) for r in records):
         raise UsageError(
