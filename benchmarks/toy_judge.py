@@ -28,7 +28,7 @@ ROOT = Path(__file__).parents[1]
 
 
 def judge_world(
-    seed: int, config: str | Path, args: list[str] = (), world: str = "a"
+    seed: int, config: str | Path, args: list[str] = (), world: str = "a", per_caption: bool = False
 ) -> tuple[dict[str, float], float]:
     """Invert a world's 30 colour-shape captions (2 batches of 15) with its subject; score them with its judge.
 
@@ -37,6 +37,7 @@ def judge_world(
         config: the clip-inversion config, for example ``configs/quickstart.yaml``.
         args: more ``clip-inversion fit`` options, applied after the config and the world's subject.
         world: a key of ``WORLDS``: ``a`` (the project's world) or ``b`` (the held-out clutter world).
+        per_caption: also each caption's scores (:func:`judge_run`'s ``per_caption``).
 
     Returns:
         The judge's scores (:func:`judge_run`) and the run's wall time in seconds, model loading included.
@@ -61,7 +62,7 @@ def judge_world(
             ]
         )
         seconds = time.perf_counter() - start
-        return judge_run(run_dir, CLIPSpec(toy.judge), toy.world), seconds
+        return judge_run(run_dir, CLIPSpec(toy.judge), toy.world, per_caption), seconds
 
 
 def cell(scores: list[dict[str, float]], key: str, percent: bool, decimals: int = 2) -> str:

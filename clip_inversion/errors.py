@@ -1,5 +1,8 @@
 """The error a user can fix: bad input or settings. The CLI prints its message on one line and exits 2."""
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 
 class UsageError(ValueError):
     """Bad input or settings; the message names the input and the option that fixes it."""
@@ -26,3 +29,28 @@ def describe_load_error(error: BaseException) -> str:
     if isinstance(error, (KeyError, EOFError, IndexError)) or any(sign in message for sign in damaged):
         return "the file is damaged or not in a format it claims (PyTorch, safetensors, NumPy)"
     return first_line(error)
+
+
+@contextmanager
+def explained_step_errors(device: str, compiled: bool, sizes: Callable[[], tuple[int, int, int]]) -> Iterator[None]:
+    """Turn running out of ``device`` memory into a :class:`UsageError` that names the settings to lower, and a
+    failed ``torch.compile`` (it compiles at the first step and the first backward) into one that names
+    ``--model.compile``. ``sizes()`` gives (prompts, image side, copies) for the message."""
+    import torch  # here, so that importing this module stays light
+
+    try:
+        yield
+    except torch.OutOfMemoryError as e:
+        p, size, copies = sizes()
+        raise UsageError(
+            f"out of {device} memory inverting {p} prompts x {copies} copies ({size} px images): lower "
+            f"--data.batch_size (now {p}) or --model.copies (now {copies}); docs/benchmarks.md lists what fits"
+        ) from e
+    except torch._dynamo.exc.TorchDynamoException as e:
+        if not compiled:
+            raise
+        cause = getattr(e, "inner_exception", None) or e  # the backend's own error
+        raise UsageError(
+            f"--model.compile=true: torch.compile failed on {device} ({type(cause).__name__}: {first_line(cause)}); "
+            "run without it, or set CLIP_INVERSION_DEBUG=1 for the traceback"
+        ) from e

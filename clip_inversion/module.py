@@ -6,8 +6,8 @@ for ``steps`` steps, starting when its first batch arrives. The image is the onl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from typing import Any
 
@@ -23,7 +23,7 @@ from clip_inversion.core.inverter import Clamp, Inverter, Member, adam
 from clip_inversion.core.objective import Distance
 from clip_inversion.core.targets import load_image
 from clip_inversion.data import PromptBatch
-from clip_inversion.errors import UsageError, first_line
+from clip_inversion.errors import UsageError, explained_step_errors
 from clip_inversion.strategy import keep_every_rank, take_this_rank
 
 ImageFactory = Callable[[list[int], int], ImageParam]
@@ -181,28 +181,9 @@ class CLIPInversion(LightningModule):
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    @contextmanager
-    def _explain_errors(self) -> Iterator[None]:
-        """Turn running out of device memory into a :class:`UsageError` that names the settings to lower, and a
-        failed ``torch.compile`` (it compiles at the first step and the first backward) into one that names
-        ``--model.compile``."""
-        try:
-            yield
-        except torch.OutOfMemoryError as e:
-            p, size, copies = len(self.inverter.seeds), self.inverter.image.size, self.augment.copies
-            raise UsageError(
-                f"out of {self.device.type} memory inverting {p} prompts x {copies} copies ({size} px images): lower "
-                f"--data.batch_size (now {p}) or --model.copies (now {copies}); docs/benchmarks.md lists what fits"
-            ) from e
-        except torch._dynamo.exc.TorchDynamoException as e:
-            if not self.hparams.compile:
-                raise
-            cause = getattr(e, "inner_exception", None) or e  # the backend's own error
-            raise UsageError(
-                f"--model.compile=true: torch.compile failed on {self.device.type} ({type(cause).__name__}: "
-                f"{first_line(cause)}); "
-                "run without it, or set CLIP_INVERSION_DEBUG=1 for the traceback"
-            ) from e
+    def _explain_errors(self) -> AbstractContextManager[None]:
+        sizes = lambda: (len(self.inverter.seeds), self.inverter.image.size, self.augment.copies)  # noqa: E731
+        return explained_step_errors(self.device.type, self.hparams.compile, sizes)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         keep_every_rank(checkpoint, asdict(self.prompts) if self.prompts else None)

@@ -91,10 +91,10 @@ def test_world_b_inverts_with_its_subject_and_is_scored_by_its_judge(monkeypatch
     judge_dir = ROOT / "clip_inversion" / "toyworld" / "models" / "toy-clutter-judge"
     seen, judge_run = {}, toy_judge.judge_run
 
-    def recorded(run_dir, judge, world):  # an independent count, taken before the run directory goes
+    def recorded(run_dir, judge, world, per_caption=False):  # an independent count, taken before the run dir goes
         seen.update(model=read_manifest(run_dir)[0].record["model"], judge=judge.model_name)
         seen["counts"] = zero_shot_counts(Path(run_dir), judge_dir, world.captions_of())
-        return judge_run(run_dir, judge, world)
+        return judge_run(run_dir, judge, world, per_caption)
 
     monkeypatch.setattr(toy_judge, "judge_run", recorded)
     one_step = ["--model.steps=1", "--model.init_size=64", "--trainer.callbacks=[]"]  # at the judge's input size

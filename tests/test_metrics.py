@@ -79,6 +79,11 @@ def test_a_finished_run_directory_is_scored(tmp_path, judge, scenes):
     toy = judge_run(tmp_path)
     assert toy["colour"] == 1 and toy["images"] == 6 and toy["among"] == len(ShapeWorld().captions_of())
     assert toy["judge_cosine"] == pytest.approx(scores["judge_cosine"], abs=1e-5)
+    per = judge_run(tmp_path, per_caption=True)["per_caption"]  # each caption's own scores, for pairing runs
+    prompts = [r["prompt"] for r in records]
+    assert set(per) == set(prompts)
+    for key in ("colour", "caption", "judge_cosine"):
+        assert sum(per[p][key] for p in prompts) / 6 == pytest.approx(toy[key], abs=1e-5)
 
 
 def test_a_prompt_stopped_without_a_cosine_is_left_out_of_the_subject_mean():

@@ -10,12 +10,18 @@ from torchvision.utils import save_image
 
 from clip_inversion.callbacks import InversionWriter, ResolutionSchedule
 from clip_inversion.core.clip import CLIPSpec
-from clip_inversion.core.image import FourierImage, PixelImage, PyramidImage
+from clip_inversion.core.image import FourierImage, ImplicitImage, PixelImage, PyramidImage
 from clip_inversion.data import PromptDataModule
 from clip_inversion.module import CLIPInversion
 
 KINDS = [PixelImage, FourierImage, PyramidImage]
-VARIANTS = [*KINDS, partial(FourierImage, squash="clamp", decay=1.5), partial(PyramidImage, decay=0.5, squash="clamp")]
+DAS = partial(PyramidImage, std=0.05, spacing=4, mode="bicubic")  # configs/recipes/das.yaml's levels (from non-zero)
+VARIANTS = [
+    *KINDS,
+    partial(FourierImage, squash="clamp", decay=1.5),
+    partial(PyramidImage, decay=0.5, squash="clamp"),
+    DAS,
+]
 PROMPTS = ["a red circle", "a blue star"]
 
 
@@ -25,7 +31,7 @@ def make_trainer(tmp_path, callbacks=(), **kwargs) -> Trainer:
     return Trainer(callbacks=list(callbacks), enable_checkpointing=checkpointing, **{**settings, **kwargs})
 
 
-@pytest.mark.parametrize("kind", VARIANTS)
+@pytest.mark.parametrize("kind", [*VARIANTS, ImplicitImage])
 def test_images_are_in_range_and_each_prompt_starts_from_its_own_seed(kind):
     together = kind([1, 2, 3], 16)()
     alone = kind([2], 16)()
@@ -51,7 +57,7 @@ def test_set_reproduces_an_image_and_upsample_keeps_the_picture(kind):
     assert (torch.nn.functional.avg_pool2d(grown, 2) - target).abs().mean() < 0.02
 
 
-@pytest.mark.parametrize("kind", VARIANTS)
+@pytest.mark.parametrize("kind", [*VARIANTS, ImplicitImage])
 def test_gradients_reach_the_parameters_and_stay_per_prompt(kind):
     image = kind([0, 1], 16)
     (image()[0].sum()).backward()
@@ -60,7 +66,7 @@ def test_gradients_reach_the_parameters_and_stay_per_prompt(kind):
     assert all(g[1].abs().sum() == 0 for g in grads)  # the second prompt's parameters are untouched
 
 
-@pytest.mark.parametrize("kind", [FourierImage, PyramidImage])
+@pytest.mark.parametrize("kind", [FourierImage, PyramidImage, ImplicitImage])
 def test_schedule_and_resume_work_with_each_parameterisation(tmp_path, kind):
     data = lambda: PromptDataModule(PROMPTS[:2], batch_size=2, steps=5)  # noqa: E731
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)

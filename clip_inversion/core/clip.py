@@ -14,6 +14,8 @@ A model is named the way open_clip names it, plus bundled models:
 from __future__ import annotations
 
 import difflib
+import functools
+import importlib.metadata
 import logging
 import socket
 import warnings
@@ -31,6 +33,7 @@ from torch import Tensor, nn
 from clip_inversion.errors import UsageError, describe_load_error
 
 BUNDLED: dict[str, Path] = {}  # bundled name -> its local-dir folder, filled by register_bundled
+PLUGINS = "clip_inversion.models"  # entry points whose import registers bundled models (the toy world's)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,15 @@ log = logging.getLogger(__name__)
 def register_bundled(name: str, folder: Path) -> None:
     """Make ``name`` load the model in ``folder`` (``open_clip_config.json`` and weights, as ``local-dir:``)."""
     BUNDLED[name] = Path(folder)
+
+
+@functools.cache
+def bundled() -> dict[str, Path]:
+    """The bundled names, once every package that ships models (an entry point of group ``PLUGINS``, such as
+    the toy world) has registered its own. Loaded on first use, so that importing this module stays light."""
+    for entry_point in importlib.metadata.entry_points(group=PLUGINS):
+        entry_point.load()
+    return BUNDLED
 
 
 class CLIPLoadError(UsageError):
@@ -70,7 +82,7 @@ class CLIPSpec:
     @property
     def random_weights(self) -> bool:
         """Whether loading gives random weights: an open_clip architecture named without a tag or a file."""
-        bundled_or_dir = self.model_name in BUNDLED or self.model_name.startswith(("local-dir:", "hf-hub:"))
+        bundled_or_dir = self.model_name in bundled() or self.model_name.startswith(("local-dir:", "hf-hub:"))
         return self.pretrained is None and not bundled_or_dir
 
     @property
@@ -149,7 +161,7 @@ def load_clip(spec: CLIPSpec) -> FrozenCLIP:
             message says what to do.
     """
     name, pretrained = spec.model_name, spec.pretrained
-    if name in BUNDLED:
+    if name in bundled():
         name, pretrained = f"local-dir:{BUNDLED[name]}", None
     kwargs = {"force_quick_gelu": spec.force_quick_gelu, "cache_dir": spec.cache_dir}
     if name.startswith("local-dir:"):
@@ -252,7 +264,3 @@ def _hub_offline(offline: bool) -> Iterator[None]:
         yield
     finally:
         constants.HF_HUB_OFFLINE = before
-
-
-# Last, once register_bundled exists: the toy world registers the small models that ship with the package.
-from clip_inversion import toyworld  # noqa: E402, F401

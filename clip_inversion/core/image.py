@@ -81,8 +81,7 @@ class ImageParam(nn.Module):
 
     def _randn(self, shape: tuple[int, ...], std: float) -> Tensor:
         """``(P, *shape)`` Gaussian noise, each prompt's from its own seed."""
-        draws = [torch.randn(shape, generator=torch.Generator().manual_seed(s)) * std for s in self.seeds]
-        return torch.stack(draws) if draws else torch.empty(0, *shape)
+        return _stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) * std for s in self.seeds], shape)
 
 
 class PixelImage(ImageParam):
@@ -184,31 +183,46 @@ class FourierImage(ImageParam):
 class PyramidImage(ImageParam):
     """A multi-resolution pyramid: a sum of tensors from 1 px to full size, squashed by ``(tanh + 1) / 2``.
 
-    Level ``i`` is a ``(P, 3, 2^i, 2^i)`` tensor (the last is the full size), weighted by ``side^-decay``
-    and bilinearly upsampled to full size before the sum, so coarse structure costs few parameters and
-    forms first (``decay > 0`` slows the fine levels, as ``1/f`` does in Fourier space). ``upsample`` adds
-    zero levels up to the new size, so the picture is kept.
+    Level ``i`` is a ``(P, 3, s_i, s_i)`` tensor (the last is the full size), weighted by ``s_i^-decay``
+    and upsampled to full size before the sum, so coarse structure costs few parameters and forms first
+    (``decay > 0`` slows the fine levels, as ``1/f`` does in Fourier space). The sides double from 1 px
+    (``spacing: null``) or grow by ``spacing`` pixels (1, 5, 9, ... for 4). Direct Ascent Synthesis (Fort &
+    Whitaker, 2025) is ``std: 0, decay: 0, spacing: 4, mode: bicubic`` with tanh, under random crops and
+    noise (``configs/recipes/das.yaml``). ``upsample`` adds zero levels up to the new size, so the picture
+    is kept.
 
     Args:
         seeds: one seed a prompt.
         size: side in pixels.
-        std: standard deviation of each level's random start.
+        std: standard deviation of each level's random start (0: every level starts at zero, a grey image).
         decay: the levels' weights are ``side^-decay`` (0: a plain sum).
         squash: ``"tanh"`` (``(tanh + 1) / 2``), or ``"clamp"`` (``x + 0.5`` clamped to [0, 1]).
+        spacing: the sides' step in pixels; ``None``: octaves (1, 2, 4, ...).
+        mode: how a level is resized to full size, ``"bilinear"`` or ``"bicubic"`` (1 px levels are constant).
     """
 
     def __init__(
-        self, seeds: list[int], size: int, std: float = 0.1, decay: float = 0.0, squash: Squash = "tanh"
+        self,
+        seeds: list[int],
+        size: int,
+        std: float = 0.1,
+        decay: float = 0.0,
+        squash: Squash = "tanh",
+        spacing: int | None = None,
+        mode: Literal["bilinear", "bicubic"] = "bilinear",
     ) -> None:
         super().__init__(seeds, size)
-        self.decay, self.squash = decay, squash
-        self.levels = nn.ParameterList(nn.Parameter(self._randn((3, s, s), std)) for s in _level_sizes(1, size))
+        if spacing is not None and spacing < 1:
+            raise ValueError(f"PyramidImage spacing must be a positive number of pixels or null, got {spacing}")
+        self.decay, self.squash, self.spacing, self.mode = decay, squash, spacing, mode
+        sizes = _level_sizes(1, size, spacing)
+        self.levels = nn.ParameterList(nn.Parameter(self._randn((3, s, s), std)) for s in sizes)
 
     def forward(self) -> Tensor:
         """Returns the ``(P, 3, H, W)`` images in [0, 1]."""
         total = 0
         for level in self.levels:
-            up = level if level.shape[-1] == self._size else _resize(level, self._size)
+            up = level if level.shape[-1] == self._size else _resize(level, self._size, self.mode)
             total = total + up * level.shape[-1] ** -self.decay
         return _squash(total, self.squash)
 
@@ -217,7 +231,7 @@ class PyramidImage(ImageParam):
         """Add zero levels up to ``size``; the existing levels are kept (new parameters all the same)."""
         levels = [nn.Parameter(level.detach().clone()) for level in self.levels]
         top = levels[-1].shape[-1]
-        for s in _level_sizes(top, size)[1:]:
+        for s in _level_sizes(top, size, self.spacing)[1:]:
             levels.append(nn.Parameter(levels[-1].new_zeros(len(levels[-1]), 3, s, s)))
         self.levels, self._size = nn.ParameterList(levels), size
 
@@ -226,7 +240,7 @@ class PyramidImage(ImageParam):
         """Zero the coarse levels and put the whole image in the finest."""
         size = images.shape[-1]
         finest = _unsquash(images, self.squash) * size**self.decay
-        coarse = [finest.new_zeros(len(finest), 3, s, s) for s in _level_sizes(1, size)[:-1]]
+        coarse = [finest.new_zeros(len(finest), 3, s, s) for s in _level_sizes(1, size, self.spacing)[:-1]]
         self.levels = nn.ParameterList(nn.Parameter(t) for t in [*coarse, finest.contiguous()])
         self._size = size
 
@@ -235,6 +249,105 @@ class PyramidImage(ImageParam):
         ordered = sorted(shapes.items(), key=lambda kv: int(kv[0].split(".")[-1]))
         self.levels = nn.ParameterList(nn.Parameter(torch.empty(s, device=device)) for _, s in ordered)
         self._size = ordered[-1][1][-1]
+
+
+class ImplicitImage(ImageParam):
+    """An implicit image: a small Fourier-feature MLP from pixel coordinates to RGB, one network a prompt.
+
+    Pixel centres ``(x, y)`` in [0, 1) become features ``sin, cos(2 pi b . (x, y))`` of ``features`` random
+    frequencies ``b`` (cycles per image side, drawn ``N(0, scale^2)`` from the prompt's seed), then ``depth``
+    ReLU layers of ``width`` units and a sigmoid give RGB. Every weight has the prompts on its first
+    dimension and the layers are batched matrix products, so the prompts never share a parameter.
+
+    Coarse to fine: a frequency is used only once the image is at least ``per_cycle`` pixels a cycle wide
+    (``|b| <= size / per_cycle``), so a resolution schedule (16 -> 32 -> 64 px) lets in the higher
+    frequencies as the run goes. A frequency's first-layer weights start at zero and get no gradient while
+    it is off, so switching it on leaves the picture unchanged. ``upsample`` renders the same networks at
+    the new size (the parameters stay; the resolution schedule rebuilds the optimizer anyway).
+
+    Args:
+        seeds: one seed a prompt.
+        size: side in pixels.
+        features: random frequencies a prompt (each gives a sine and a cosine feature).
+        scale: standard deviation of the frequencies, in cycles per image side.
+        width: units of each hidden layer.
+        depth: hidden layers.
+        per_cycle: pixels a cycle from which a frequency is used.
+    """
+
+    def __init__(
+        self,
+        seeds: list[int],
+        size: int,
+        features: int = 32,
+        scale: float = 6.0,
+        width: int = 32,
+        depth: int = 2,
+        per_cycle: float = 4.0,
+    ) -> None:
+        super().__init__(seeds, size)
+        if min(features, width, depth) < 1 or scale <= 0 or per_cycle <= 0:
+            raise ValueError("ImplicitImage needs features, width, depth >= 1 and positive scale and per_cycle")
+        self.per_cycle = per_cycle
+        ins, outs = [2 * features, *[width] * depth], [*[width] * depth, 3]
+        # Each prompt draws from its own generator (frequencies, then each layer's weights, He-scaled where a
+        # ReLU follows), so its start does not depend on its batch.
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        self.register_buffer(
+            "frequencies", _stack([torch.randn(features, 2, generator=g) * scale for g in gens], (features, 2))
+        )
+        self.register_buffer("coords", _pixel_centres(size))
+        gains = [math.sqrt(2 / i) for i in ins[:-1]] + [math.sqrt(1 / ins[-1])]
+        weights = [
+            _stack([torch.randn(i, o, generator=g) * a for g in gens], (i, o)) for i, o, a in zip(ins, outs, gains)
+        ]
+        weights[0] = weights[0] * self._feature_mask(size).unsqueeze(-1)  # frequencies not yet on start at zero
+        self.weights = nn.ParameterList(nn.Parameter(w) for w in weights)
+        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(len(seeds), o)) for o in outs)
+
+    @property
+    def size(self) -> int:
+        return self.coords.shape[0]
+
+    def _feature_mask(self, size: int) -> Tensor:
+        """``(P, 2 F)`` 1 for the sine and cosine features whose frequency is on at ``size`` pixels, else 0."""
+        on = (self.frequencies.norm(dim=-1) <= size / self.per_cycle).to(self.frequencies.dtype)
+        return torch.cat([on, on], dim=-1)
+
+    def forward(self) -> Tensor:
+        """Returns the ``(P, 3, H, W)`` images in [0, 1]."""
+        size = self.size
+        angles = 2 * math.pi * torch.einsum("nk,pfk->pnf", self.coords.flatten(0, 1), self.frequencies)
+        x = torch.cat([angles.sin(), angles.cos()], dim=-1) * self._feature_mask(size).unsqueeze(1)
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(bias.unsqueeze(1), x, weight)  # (P, H W, out)
+            x = torch.relu(x) if i < len(self.weights) - 1 else torch.sigmoid(x)
+        return x.transpose(1, 2).reshape(len(x), 3, size, size)
+
+    @torch.no_grad()
+    def upsample(self, size: int) -> None:
+        """Render the same networks at ``size``: the parameters stay, higher frequencies may switch on."""
+        self.coords = _pixel_centres(size).to(self.coords)
+
+    def set_(self, images: Tensor, steps: int = 300, lr: float = 0.01) -> None:
+        """Fit the networks to ``images`` ``(P, 3, S, S)`` in [0, 1] (``steps`` Adam steps on the squared error):
+        ``forward()`` then gives them approximately, at size ``S``."""
+        self.upsample(images.shape[-1])
+        optimizer = torch.optim.Adam(self.parameters(), lr=lr)
+        target = images.detach().to(self.coords)
+        with torch.enable_grad():
+            for _ in range(steps):
+                optimizer.zero_grad()
+                (self() - target).pow(2).sum().backward()
+                optimizer.step()
+
+    def resize_for(self, shapes: Mapping[str, torch.Size]) -> None:
+        device = self.coords.device
+        for name in ("frequencies", "coords"):
+            setattr(self, name, torch.empty(shapes[name], device=device))
+        for name in ("weights", "biases"):
+            ordered = sorted((int(k.split(".")[-1]), v) for k, v in shapes.items() if k.startswith(f"{name}."))
+            setattr(self, name, nn.ParameterList(nn.Parameter(torch.empty(v, device=device)) for _, v in ordered))
 
 
 def _squash(x: Tensor, kind: Squash) -> Tensor:
@@ -252,13 +365,28 @@ def _unsquash(images: Tensor, kind: Squash) -> Tensor:
     return logit / 2 if kind == "tanh" else logit
 
 
-def _level_sizes(start: int, size: int) -> list[int]:
-    """``start, 2 start, 4 start, ...`` below ``size``, then ``size`` itself."""
+def _level_sizes(start: int, size: int, spacing: int | None = None) -> list[int]:
+    """``start, 2 start, 4 start, ...`` (``spacing`` None) or ``start, start + spacing, ...`` below ``size``,
+    then ``size`` itself."""
     sizes = [start]
-    while sizes[-1] * 2 < size:
-        sizes.append(sizes[-1] * 2)
+    while (sizes[-1] * 2 if spacing is None else sizes[-1] + spacing) < size:
+        sizes.append(sizes[-1] * 2 if spacing is None else sizes[-1] + spacing)
     return [*sizes, size] if sizes[-1] != size else sizes
 
 
-def _resize(x: Tensor, size: int) -> Tensor:
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+def _stack(tensors: list[Tensor], shape: tuple[int, ...]) -> Tensor:
+    """``(P, *shape)`` from ``P`` tensors of ``shape`` (``P`` may be 0)."""
+    return torch.stack(tensors) if tensors else torch.empty(0, *shape)
+
+
+def _pixel_centres(size: int) -> Tensor:
+    """``(size, size, 2)`` the ``(x, y)`` centres of the pixels, in [0, 1)."""
+    centres = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    y, x = torch.meshgrid(centres, centres, indexing="ij")
+    return torch.stack([x, y], dim=-1)
+
+
+def _resize(x: Tensor, size: int, mode: str = "bilinear") -> Tensor:
+    if x.shape[-1] == 1:  # a constant: bicubic and bilinear agree, without the cost
+        return x.expand(*x.shape[:-2], size, size)
+    return F.interpolate(x, size=(size, size), mode=mode, align_corners=False)

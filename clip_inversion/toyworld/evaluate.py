@@ -96,7 +96,9 @@ def parse_caption(world: ShapeWorld, prompt: str) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def judge_run(run_dir: str | Path, judge: CLIPSpec | None = None, world: ShapeWorld | None = None) -> dict[str, float]:
+def judge_run(
+    run_dir: str | Path, judge: CLIPSpec | None = None, world: ShapeWorld | None = None, per_caption: bool = False
+) -> dict[str, float]:
     """Score every image of a run's ``manifest.jsonl`` with a judge, among all captions of the world.
 
     Args:
@@ -104,6 +106,8 @@ def judge_run(run_dir: str | Path, judge: CLIPSpec | None = None, world: ShapeWo
         judge: the judge (default ``toy-judge``, world A's).
         world: the world whose captions were inverted (default world A); the judge chooses among its
             captions in its first template ("a {colour} {shape}").
+        per_caption: also return, under ``per_caption``, ``{caption: {"colour", "caption", "judge_cosine"}}``,
+            each caption's accuracies and cosine over its images (for paired comparisons of runs).
 
     Returns:
         ``colour``, ``shape`` and ``caption`` accuracy among ``among`` captions, ``judge_cosine`` (mean cosine to
@@ -123,6 +127,14 @@ def judge_run(run_dir: str | Path, judge: CLIPSpec | None = None, world: ShapeWo
     scores["judge_cosine"] = cosine.compute().item()
     scores["subject_cosine"] = mean_subject_cosine(run.records)
     scores["images"] = len(run.paths)
+    if per_caption:
+        right, cosines = accuracy.per_prompt(), cosine.per_prompt()
+        caption = {p: colour * len(world.shapes) + shape for p, (colour, shape) in zip(run.prompts, labels.tolist())}
+        scores["per_caption"] = {
+            p: {"colour": right["colour"][caption[p]].item(), "caption": right["prompt"][caption[p]].item(),
+                "judge_cosine": cosines[j].item()}
+            for j, p in enumerate(dict.fromkeys(run.prompts))
+        }  # fmt: skip
     return scores
 
 

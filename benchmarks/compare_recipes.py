@@ -1,0 +1,176 @@
+"""Compare inversion recipes at equal work on both toy worlds, each paired with the released settings.
+
+    python benchmarks/compare_recipes.py                        # run what is missing, then print the table
+    python benchmarks/compare_recipes.py --recipes released das --worlds b --report-seeds 0 1
+    python benchmarks/compare_recipes.py --no-run               # the table from the stored runs only
+
+A recipe is a config composed over ``configs/quickstart.yaml`` that sets every setting of its claim:
+``configs/released-64px.yaml`` (the released settings, the baseline) and ``configs/recipes/*.yaml``. Each must
+do the released settings' work a prompt within 10% (copies x steps, 13 x 400 = 5,200 views). A run inverts a
+world's 30 captions with the world's subject at one ``--data.seed`` and scores every caption with the world's
+judge; it is stored as JSON in ``--out`` (``<recipe>/<world>-seed<k>.json``), so a rerun only runs what is
+missing. Tuning seeds (``--tune-seeds``) are run after the reporting seeds (``--report-seeds``).
+
+The protocol: choose the candidate with the best colour-and-shape accuracy on one world's tuning seeds, report
+it on the other world's reporting seeds against the released settings; then the reverse. A recipe counts as
+better only where it wins in both directions (the lower end of its interval above zero). Prints one Markdown
+table (every recipe on every world's reporting seeds) and the protocol's two lines. Accuracies pooled over
+seeds carry 95% Wilson intervals; differences with the released settings are paired by caption and seed, with
+a 95% bootstrap interval over the 30 captions (10,000 resamples). Set ``OMP_NUM_THREADS=1`` on a busy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import yaml
+from toy_judge import ROOT, judge_world  # benchmarks/ is on the path when a script of it runs
+
+from clip_inversion.studies.probes import wilson_interval
+from clip_inversion.toyworld.evaluate import WORLDS
+
+BASELINE = "released"
+RECIPES = {
+    BASELINE: ROOT / "configs" / "released-64px.yaml",
+    **{p.stem: p for p in sorted((ROOT / "configs" / "recipes").glob("*.yaml"))},
+}
+RELEASED_VIEWS = 13 * 400
+
+
+def views(config: Path) -> int:
+    """Copies x steps a prompt, as the recipe's config sets them."""
+    model = yaml.safe_load(config.read_text())["model"]
+    return model["copies"] * model["steps"]
+
+
+def run_path(out: Path, recipe: str, world: str, seed: int) -> Path:
+    return out / recipe / f"{world}-seed{seed}.json"
+
+
+def run_once(out: Path, recipe: str, world: str, seed: int) -> None:
+    """Invert and judge one (recipe, world, seed) and store its per-caption scores."""
+    scores, seconds = judge_world(
+        seed, ROOT / "configs" / "quickstart.yaml", ["--config", str(RECIPES[recipe])], world, per_caption=True
+    )
+    path = run_path(out, recipe, world, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"recipe": recipe, "world": world, "seed": seed, "seconds": seconds, **scores}
+    path.write_text(json.dumps(record, indent=1))
+    print(f"{recipe} world {world} seed {seed}: {scores['caption']:.2f} colour and shape, {seconds:.0f} s", flush=True)
+
+
+def load(out: Path, recipe: str, world: str, seeds: list[int]) -> dict[int, dict]:
+    """The stored runs of ``recipe`` on ``world`` among ``seeds``, by seed."""
+    paths = {s: run_path(out, recipe, world, s) for s in seeds}
+    return {s: json.loads(p.read_text()) for s, p in paths.items() if p.is_file()}
+
+
+def pooled(runs: dict[int, dict], key: str) -> str:
+    """Pooled accuracy over the runs' images with its 95% Wilson interval."""
+    values = [c[key] for r in runs.values() for c in r["per_caption"].values()]
+    k, n = round(sum(values)), len(values)
+    low, high = wilson_interval(k, n)
+    return f"{100 * k / n:.0f}% [{100 * low:.0f}, {100 * high:.0f}]"
+
+
+def paired(runs: dict[int, dict], base: dict[int, dict], key: str, resamples: int = 10_000) -> tuple[float, ...]:
+    """Mean difference ``runs - base`` over the captions and seeds both have, with a 95% bootstrap interval
+    over captions (the seeds of a resampled caption stay together). Returns ``(mean, low, high)``."""
+    seeds = sorted(set(runs) & set(base))
+    captions = sorted(set.intersection(*(set(runs[s]["per_caption"]) & set(base[s]["per_caption"]) for s in seeds)))
+    diff = torch.tensor(
+        [[runs[s]["per_caption"][c][key] - base[s]["per_caption"][c][key] for s in seeds] for c in captions]
+    ).mean(dim=1)  # (captions,): each caption's mean difference over seeds
+    picks = torch.randint(len(diff), (resamples, len(diff)), generator=torch.Generator().manual_seed(0))
+    means = diff[picks].mean(dim=1)
+    low, high = torch.quantile(means, torch.tensor([0.025, 0.975])).tolist()
+    return diff.mean().item(), low, high
+
+
+def signed(values: tuple[float, ...]) -> str:
+    mean, low, high = (100 * v for v in values)
+    return f"{mean:+.0f} [{low:+.0f}, {high:+.0f}]"
+
+
+def table(out: Path, recipes: list[str], worlds: list[str], seeds: list[int]) -> None:
+    print(
+        "| world | recipe | views a prompt | seeds | judge: colour | judge: colour and shape (per seed) "
+        "| colour and shape minus released [95% paired CI] | colour minus released | judge cosine | s a run |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for world in worlds:
+        base = load(out, BASELINE, world, seeds)
+        for recipe in recipes:
+            runs = load(out, recipe, world, seeds)
+            if not runs:
+                continue
+            per_seed = ", ".join(f"{100 * r['caption']:.0f}" for r in runs.values())
+            both = set(runs) & set(base)
+            diffs = ["-", "-"]
+            if recipe != BASELINE and both:
+                diffs = [signed(paired(runs, base, key)) for key in ("caption", "colour")]
+            print(
+                f"| {world.upper()} | {recipe} | {views(RECIPES[recipe]):,} | {','.join(map(str, sorted(runs)))} "
+                f"| {pooled(runs, 'colour')} | {pooled(runs, 'caption')} ({per_seed}) | {diffs[0]} | {diffs[1]} "
+                f"| {statistics.mean(r['judge_cosine'] for r in runs.values()):.2f} "
+                f"| {statistics.mean(r['seconds'] for r in runs.values()):.0f} |"
+            )
+
+
+def protocol(out: Path, recipes: list[str], tune: list[int], report: list[int]) -> None:
+    """Choose on one world's tuning seeds, report on the other's reporting seeds; both directions."""
+    candidates = [r for r in recipes if r != BASELINE]
+    for chosen_on, reported_on in (("a", "b"), ("b", "a")):
+        tuned = {r: load(out, r, chosen_on, tune) for r in candidates}
+        tuned = {r: runs for r, runs in tuned.items() if runs and len(runs) == len(tune)}
+        if not tuned:
+            print(f"- tuned on world {chosen_on.upper()}: no tuning runs (seeds {tune}); nothing chosen")
+            continue
+        best = max(tuned, key=lambda r: statistics.mean(x["caption"] for x in tuned[r].values()))
+        runs, base = load(out, best, reported_on, report), load(out, BASELINE, reported_on, report)
+        if not set(runs) & set(base):
+            print(f"- tuned on world {chosen_on.upper()}: {best} chosen; not yet run on world {reported_on.upper()}")
+            continue
+        mean, low, high = paired(runs, base, "caption")
+        verdict = "wins" if low > 0 else "does not win"
+        print(
+            f"- chosen on world {chosen_on.upper()} (seeds {','.join(map(str, tune))}): {best}; on world "
+            f"{reported_on.upper()} (seeds {','.join(map(str, sorted(set(runs) & set(base))))}) colour and shape "
+            f"minus released {signed((mean, low, high))}: {verdict}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", nargs="+", choices=sorted(RECIPES), default=list(RECIPES))
+    parser.add_argument("--worlds", nargs="+", choices=sorted(WORLDS), default=sorted(WORLDS))
+    parser.add_argument("--report-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--tune-seeds", type=int, nargs="*", default=[10, 11])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "compare-recipes", help="where runs are stored")
+    parser.add_argument("--no-run", action="store_true", help="print the table from the stored runs only")
+    parser.add_argument("--until", help="start no run after this UTC time, HH:MM (a shared machine's deadline)")
+    args = parser.parse_args()
+    recipes = [BASELINE, *(r for r in args.recipes if r != BASELINE)]
+    for recipe in recipes:
+        work = views(RECIPES[recipe])
+        if abs(work - RELEASED_VIEWS) > 0.1 * RELEASED_VIEWS:
+            parser.error(f"{recipe}: {work} views a prompt, not within 10% of the released {RELEASED_VIEWS}")
+    if not args.no_run:
+        for seed in [*args.report_seeds, *args.tune_seeds]:  # seed by seed: a stopped run leaves balanced rows
+            for world in args.worlds:
+                for recipe in recipes:
+                    late = args.until and datetime.now(timezone.utc).strftime("%H:%M") >= args.until
+                    if not late and not run_path(args.out, recipe, world, seed).is_file():
+                        run_once(args.out, recipe, world, seed)
+    table(args.out, recipes, args.worlds, args.report_seeds)
+    print()
+    protocol(args.out, recipes, args.tune_seeds, args.report_seeds)
+
+
+if __name__ == "__main__":
+    main()
