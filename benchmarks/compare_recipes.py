@@ -9,7 +9,8 @@ A recipe is a config composed over ``configs/quickstart.yaml`` that sets every s
 do the released settings' work a prompt within 10% (copies x steps, 13 x 400 = 5,200 views). A run inverts a
 world's 30 captions with the world's subject at one ``--data.seed`` and scores every caption with the world's
 judge; it is stored as JSON in ``--out`` (``<recipe>/<world>-seed<k>.json``), so a rerun only runs what is
-missing. Tuning seeds (``--tune-seeds``) are run after the reporting seeds (``--report-seeds``).
+missing. The candidates' tuning seeds (``--tune-seeds``) run first, then every named recipe's reporting seeds
+(``--report-seeds``): once the tuning runs are stored, ``--recipes CHOSEN`` reports the chosen recipe alone.
 
 The protocol: choose the candidate with the best colour-and-shape accuracy on one world's tuning seeds, report
 it on the other world's reporting seeds against the released settings; then the reverse. A recipe counts as
@@ -161,12 +162,14 @@ def main() -> None:
         if abs(work - RELEASED_VIEWS) > 0.1 * RELEASED_VIEWS:
             parser.error(f"{recipe}: {work} views a prompt, not within 10% of the released {RELEASED_VIEWS}")
     if not args.no_run:
-        for seed in [*args.report_seeds, *args.tune_seeds]:  # seed by seed: a stopped run leaves balanced rows
-            for world in args.worlds:
-                for recipe in recipes:
-                    late = args.until and datetime.now(timezone.utc).strftime("%H:%M") >= args.until
-                    if not late and not run_path(args.out, recipe, world, seed).is_file():
-                        run_once(args.out, recipe, world, seed)
+        # choosing comes before reporting: the candidates' tuning seeds first (the baseline is not chosen among),
+        # then every recipe's reporting seeds, seed by seed so that a stopped run leaves balanced rows
+        plan = [(s, w, r) for s in args.tune_seeds for w in args.worlds for r in recipes if r != BASELINE]
+        plan += [(s, w, r) for s in args.report_seeds for w in args.worlds for r in recipes]
+        for seed, world, recipe in plan:
+            late = args.until and datetime.now(timezone.utc).strftime("%H:%M") >= args.until
+            if not late and not run_path(args.out, recipe, world, seed).is_file():
+                run_once(args.out, recipe, world, seed)
     table(args.out, recipes, args.worlds, args.report_seeds)
     print()
     protocol(args.out, recipes, args.tune_seeds, args.report_seeds)

@@ -143,3 +143,17 @@ def test_the_comparison_pairs_captions_and_chooses_on_one_world_to_report_on_the
     assert "chosen on world B (seeds 0): das; on world A (seeds 0,1) colour and shape minus released +33" in out
     assert "chosen on world A (seeds 0): das; on world B (seeds 0,1) colour and shape minus released +0" in out
     assert out.count(": wins") == 1 and out.count(": does not win") == 1  # better on one world only
+
+
+def test_the_comparison_chooses_before_it_reports_and_never_tunes_the_baseline(compare, monkeypatch, tmp_path):
+    calls = []
+
+    def judge_world(seed, config, args, world, per_caption):
+        calls.append((Path(args[1]).stem, world, seed))
+        return {"caption": 0.5, "judge_cosine": 0.5, "per_caption": {"c": {"colour": 1.0, "caption": 0.5}}}, 1.0
+
+    monkeypatch.setattr(compare, "judge_world", judge_world)
+    argv = ["compare_recipes.py", "--recipes", "das", "--worlds", "a", "--report-seeds", "0", "--tune-seeds", "10"]
+    monkeypatch.setattr("sys.argv", [*argv, "--out", str(tmp_path)])
+    compare.main()
+    assert calls == [("das", "a", 10), ("released-64px", "a", 0), ("das", "a", 0)]
