@@ -129,7 +129,9 @@ def splitmix64(z: int) -> int:
     return z ^ (z >> 31)
 
 
-def test_the_counter_based_hash_is_splitmix64_on_any_key():
+@pytest.mark.parametrize("compiling", [False, True], ids=["wrapping int64", "16-bit limbs"])
+def test_the_counter_based_hash_is_splitmix64_on_any_key(compiling, monkeypatch):
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling)  # the limbs: what compiled code runs
     gamma, rng = 0x9E3779B97F4A7C15, random.Random(0)
     seeds = [0, 1, -1, 2**63 - 1, -(2**63)] + [rng.randrange(-(2**63), 2**63) for _ in range(195)]
     step = rng.randrange(2**40)

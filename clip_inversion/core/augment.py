@@ -37,16 +37,34 @@ from clip_inversion.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-# SplitMix64's constants, and 64-bit numbers held as four 16-bit limbs (least significant first) in int64
-# tensors: torch has no uint64 arithmetic, and int64 products that wrap, or constants beyond int64's range in
-# generated code, break compilers (inductor's C++ code generation overflowed on them). A limb product is below
-# 2^32 and a column of them below 2^34, so nothing overflows, on any device and backend.
+# SplitMix64's constants. Eager code hashes in int64 tensors whose products wrap modulo 2^64 (torch has no
+# uint64 arithmetic). Compiled code holds each number as four 16-bit limbs (least significant first) instead:
+# constants beyond int64's range and wrapping products break compilers (inductor's C++ code generation overflowed
+# on them), while a limb product is below 2^32 and a column of them below 2^34. Both give the same bits; the
+# limbs cost about 20 times the ops, which eager code cannot afford for the noise's million numbers a step.
 _GAMMA = 0x9E3779B97F4A7C15
 _MUL1 = 0xBF58476D1CE4E5B9
 _MUL2 = 0x94D049BB133111EB
 _MASK = 0xFFFF
 
 Limbs = list[Tensor]
+
+
+def _signed(constant: int) -> int:
+    """A 64-bit constant as the int64 with its bits."""
+    return constant - 2**64 if constant >= 2**63 else constant
+
+
+def _shr(x: Tensor, bits: int) -> Tensor:
+    """Logical right shift of int64 (``>>`` is arithmetic: mask the sign bits away)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _mix_wrapping(x: Tensor) -> Tensor:
+    """SplitMix64's finaliser on int64 whose products wrap: a well-mixed function of ``x``, elementwise."""
+    x = (x ^ _shr(x, 30)) * _signed(_MUL1)
+    x = (x ^ _shr(x, 27)) * _signed(_MUL2)
+    return x ^ _shr(x, 31)
 
 
 def _split(x: Tensor) -> Limbs:
@@ -90,29 +108,34 @@ def _xor_shr(x: Limbs, bits: int) -> Limbs:
     return [a ^ b for a, b in zip(x, shifted)]
 
 
-def _mix(x: Limbs) -> Limbs:
-    """SplitMix64's finaliser: a well-mixed function of ``x``, elementwise."""
+def _mix_limbs(x: Limbs) -> Limbs:
+    """SplitMix64's finaliser on limbs."""
     x = _times(_xor_shr(x, 30), _MUL1)
     x = _times(_xor_shr(x, 27), _MUL2)
     return _xor_shr(x, 31)
 
 
-def _stream(keys: Tensor, n: int, offset: int = 0) -> Limbs:
-    """``(...)`` int64 keys -> ``(..., n)`` limbs: numbers ``offset .. offset + n - 1`` of each key's stream."""
+def _stream(keys: Tensor, n: int, offset: int = 0) -> Tensor:
+    """``(...)`` int64 keys -> ``(..., n)`` int64: numbers ``offset .. offset + n - 1`` of each key's stream,
+    ``mix(key + (offset + i + 1) * GAMMA)``."""
     counter = torch.arange(offset + 1, offset + n + 1, device=keys.device, dtype=torch.int64)
-    return _mix(_plus(_split(keys.unsqueeze(-1)), _times(_split(counter), _GAMMA)))
+    if torch.compiler.is_compiling():
+        return _join(_mix_limbs(_plus(_split(keys.unsqueeze(-1)), _times(_split(counter), _GAMMA))))
+    return _mix_wrapping(keys.unsqueeze(-1) + counter * _signed(_GAMMA))
 
 
 def step_keys(seeds: Tensor, step: Tensor | int) -> Tensor:
-    """One key a prompt and step: ``(P,)`` int64 prompt seeds and a step number -> ``(P,)`` int64."""
-    return _join(_mix(_times(_split(seeds), _GAMMA, add=step)))
+    """One key a prompt and step: ``(P,)`` int64 prompt seeds and a step number (non-negative, below 2^61) ->
+    ``(P,)`` int64, ``mix(seed * GAMMA + step)``."""
+    if torch.compiler.is_compiling():
+        return _join(_mix_limbs(_times(_split(seeds), _GAMMA, add=step)))
+    return _mix_wrapping(seeds * _signed(_GAMMA) + step)
 
 
 def uniforms(keys: Tensor, n: int, stream: int = 0) -> Tensor:
     """``(N,)`` int64 keys -> ``(N, n)`` float32 uniforms in [0, 1), a function of (key, stream, index) only:
     the top 24 bits of each number."""
-    x = _stream(keys, n, stream << 40)
-    return ((x[3] << 8) | (x[2] >> 8)).to(torch.float32) / 2**24
+    return _shr(_stream(keys, n, stream << 40), 40).to(torch.float32) / 2**24
 
 
 def _between(u: Tensor, low: float | Tensor, high: float | Tensor) -> Tensor:
@@ -391,7 +414,7 @@ class Augment(nn.Module):
 
     def view_keys(self, keys: Tensor) -> Tensor:
         """``(P,)`` step keys -> ``(P * copies,)`` keys, one a view, copies of prompt ``p`` at ``p * copies + c``."""
-        return _join(_stream(keys, self.copies, offset=1 << 50)).flatten()
+        return _stream(keys, self.copies, offset=1 << 50).flatten()
 
     def forward(self, images: Tensor, keys: Tensor) -> Tensor:
         """``(P, 3, H, W)`` images and ``(P,)`` int64 step keys -> ``(P * copies, 3, H, W)`` views.
