@@ -150,7 +150,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", nargs="+", choices=sorted(RECIPES), default=list(RECIPES))
     parser.add_argument("--worlds", nargs="+", choices=sorted(WORLDS), default=sorted(WORLDS))
-    parser.add_argument("--report-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--report-seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4], help="none: choose only")
     parser.add_argument("--tune-seeds", type=int, nargs="*", default=[10, 11])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "compare-recipes", help="where runs are stored")
     parser.add_argument("--no-run", action="store_true", help="print the table from the stored runs only")
