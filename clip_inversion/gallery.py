@@ -9,7 +9,6 @@ once and rewritten only when their image is newer.
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import os
@@ -23,6 +22,7 @@ from PIL import Image
 
 from clip_inversion.errors import UsageError
 from clip_inversion.rundir import MANIFEST, RUN_FILE, read_records, snapshots
+from clip_inversion.usage import report_parser
 
 FINAL_SIZE, SNAPSHOT_SIZE = 128, 64  # thumbnail sides in pixels
 
@@ -222,10 +222,7 @@ def _e(text: str) -> str:
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``clip-inversion-report``: prints the page written. A bad input ends with one line,
     ``clip-inversion-report: error: ...``, and exit status 2 (``CLIP_INVERSION_DEBUG=1`` shows the traceback)."""
-    parser = argparse.ArgumentParser(
-        prog="clip-inversion-report", description="Write RUN/report/index.html: a run's images, filterable."
-    )
-    parser.add_argument("run_dir", metavar="RUN", help="a run directory (holds manifest.jsonl)")
+    parser = report_parser()
     ns = parser.parse_args(args)
     try:
         index = write_gallery(ns.run_dir)

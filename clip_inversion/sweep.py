@@ -14,7 +14,6 @@ Rerunning the command resumes the sweep: finished prompts are skipped.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import yaml
 
 from clip_inversion.cli import exit_on_error, run
 from clip_inversion.rundir import safe_name
+from clip_inversion.usage import sweep_parser
 
 
 def model_args(model: str) -> list[str]:
@@ -42,10 +42,7 @@ def model_dir(root: str | Path, model: str) -> Path:
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``clip-inversion-sweep``: prints each model's run directory as it finishes."""
-    parser = argparse.ArgumentParser(description="Invert the same prompts with each model of a sweep.")
-    parser.add_argument("--config", action="append", default=[], help="YAML configs, as for clip-inversion fit")
-    parser.add_argument("--sweep.models", dest="models", nargs="+", help="NAME or NAME@TAG_OR_FILE, one a model")
-    parser.add_argument("--sweep.root", dest="root", help="parent of the model run directories")
+    parser = sweep_parser()
     ns, rest = parser.parse_known_args(args)
     sweep = {"models": None, "root": "runs/models"}
     for path in ns.config:

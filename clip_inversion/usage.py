@@ -1,13 +1,17 @@
-"""The ``clip-inversion`` command's entry point and its short help.
+"""The console scripts' entry points and their help, which answers at once.
 
-``--help`` prints the options a user changes without importing torch, Lightning or a model, so it answers at
-once; ``--help=full`` (or ``--help-all``) prints every option with its default, from the full parser
-(:mod:`clip_inversion.cli`), which everything else goes to.
+``--help`` prints a command's options without importing torch, Lightning or a model. For ``clip-inversion``
+(and ``clip-inversion-train-toy``) it shows the options a user changes; ``--help=full`` (or ``--help-all``)
+prints every option with its default from the LightningCLI parser (:mod:`clip_inversion.cli`), which everything
+else goes to. The other commands' argparse parsers live here, so their ``--help`` is their whole parser's.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Callable
+from importlib import import_module
 
 DESCRIPTION = "Invert a frozen CLIP model: optimise an image for each prompt until the model sees the prompt in it."
 FIT_DESCRIPTION = "Invert prompts into images in a run directory (images, snapshots, manifest.jsonl)."
@@ -64,15 +68,115 @@ def help_request(args: list[str]) -> str | None:
     return "short" if any(a in SHORT for a in args) else None
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of ``clip-inversion`` and ``python -m clip_inversion``."""
-    args = sys.argv[1:] if args is None else list(args)
-    wanted = help_request(args)
-    if wanted == "short":
-        print(FIT_HELP if "fit" in args else TOP_HELP, end="")
-        return
-    if wanted == "full":
-        args = ["--help" if a in FULL else a for a in args]
-    from clip_inversion.cli import main as run_cli  # torch, Lightning and the models: only now
+def lightning_entry(short: Callable[[list[str]], str], target: str) -> Callable[[list[str] | None], None]:
+    """A LightningCLI command whose ``--help`` is ``short(args)`` and whose ``--help=full`` is the parser's;
+    everything else goes to ``target`` (``"module:function"``), imported only then."""
 
-    run_cli(args)
+    def entry(args: list[str] | None = None) -> None:
+        args = sys.argv[1:] if args is None else list(args)
+        wanted = help_request(args)
+        if wanted == "short":
+            print(short(args), end="")
+            return
+        if wanted == "full":
+            args = ["--help" if a in FULL else a for a in args]
+        module, _, function = target.partition(":")
+        getattr(import_module(module), function)(args)  # torch, Lightning and the models: only now
+
+    return entry
+
+
+main = lightning_entry(lambda args: FIT_HELP if "fit" in args else TOP_HELP, "clip_inversion.cli:main")
+main.__doc__ = "Entry point of ``clip-inversion`` and ``python -m clip_inversion``."
+
+TRAIN_TOY_HELP = """usage: clip-inversion-train-toy fit [-c CONFIG ...] [--OPTION=VALUE ...]
+
+Train a small CLIP on a synthetic shape world and ship it as a bundled model (docs/toy-models.md).
+
+  clip-inversion-train-toy fit --config configs/toy/subject.yaml   writes clip_inversion/toyworld/models/toy-subject
+  clip-inversion-train-toy fit --config configs/toy/judge.yaml     writes clip_inversion/toyworld/models/toy-judge
+
+options:
+  -c, --config CONFIG   a YAML config of configs/toy/; repeat to compose (last wins)
+  -h, --help            show this help; --help=full shows every option with its default
+"""
+
+train_toy = lightning_entry(lambda args: TRAIN_TOY_HELP, "clip_inversion.toyworld.train:main")
+train_toy.__doc__ = "Entry point of ``clip-inversion-train-toy``."
+
+
+def sweep_parser() -> argparse.ArgumentParser:
+    """``clip-inversion-sweep``'s own options; every other option goes on to ``clip-inversion fit``."""
+    parser = argparse.ArgumentParser(
+        prog="clip-inversion-sweep",
+        description="Invert the same prompts with each model of a sweep; other options go to clip-inversion fit.",
+    )
+    parser.add_argument("--config", action="append", default=[], help="YAML configs, as for clip-inversion fit")
+    parser.add_argument("--sweep.models", dest="models", nargs="+", help="NAME or NAME@TAG_OR_FILE, one a model")
+    parser.add_argument("--sweep.root", dest="root", help="parent of the model run directories")
+    return parser
+
+
+def experiment_parser() -> argparse.ArgumentParser:
+    """``clip-inversion-experiment``'s options."""
+    parser = argparse.ArgumentParser(
+        prog="clip-inversion-experiment", description="Run an experiment: invert, score with a judge, write a report."
+    )
+    parser.add_argument("--config", required=True, help="experiment YAML (configs/experiments/*.yaml)")
+    parser.add_argument("--root", help="output directory (overrides the file's root)")
+    parser.add_argument("--seeds", type=int, help="seeds per prompt (overrides the file's seeds)")
+    parser.add_argument("args", nargs="*", help="more clip-inversion fit options, after --")
+    return parser
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    """``clip-inversion-evaluate``'s options."""
+    parser = argparse.ArgumentParser(
+        prog="clip-inversion-evaluate", description="Compare inversion runs: judge CLIPSIM, accuracy, FID, KID."
+    )
+    parser.add_argument("runs", nargs="+", help="run directories (each with manifest.jsonl)")
+    parser.add_argument("--config", help="YAML file whose keys are these options (e.g. configs/eval/coco.yaml)")
+    parser.add_argument("--real", help="folder of real images of the runs' captions, with manifest.jsonl")
+    parser.add_argument("--judge", help="judge model name (default: the bundled toy-judge)")
+    parser.add_argument("--pretrained", help="the judge's pretrained tag or checkpoint file")
+    parser.add_argument("--features", help="FID/KID features: judge (default) or inception")
+    parser.add_argument("--inception-weights", help="InceptionV3 FID weights file (default: torch hub's checkpoints)")
+    parser.add_argument("--candidates", help="prompts file to classify among (default: each run's prompts)")
+    parser.add_argument("--expected-images", type=int, help="the protocol's images a run (a row that differs says so)")
+    parser.add_argument("--bootstrap", type=int, help="bootstrap resamples over prompts (default 100; 0: none)")
+    parser.add_argument("--kid-subsets", type=int, help="KID subsets (default 50)")
+    parser.add_argument("--seed", type=int, help="seed of the bootstrap and KID subsets (default 0)")
+    parser.add_argument("--batch-size", type=int, help="images a forward pass (default 64)")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--out", help="report folder (default: the first run's report/)")
+    return parser
+
+
+def report_parser() -> argparse.ArgumentParser:
+    """``clip-inversion-report``'s options."""
+    parser = argparse.ArgumentParser(
+        prog="clip-inversion-report", description="Write RUN/report/index.html: a run's images, filterable."
+    )
+    parser.add_argument("run_dir", metavar="RUN", help="a run directory (holds manifest.jsonl)")
+    return parser
+
+
+def argparse_entry(parser: Callable[[], argparse.ArgumentParser], module: str) -> Callable[[list[str] | None], None]:
+    """A command that answers ``-h``/``--help`` from ``parser()`` alone and hands everything else to
+    ``module.main``, imported only then."""
+
+    def entry(args: list[str] | None = None) -> None:
+        args = sys.argv[1:] if args is None else list(args)
+        if help_request(args):
+            parser().print_help()
+            return
+        import_module(module).main(args)
+
+    entry.__doc__ = f"Entry point of ``{parser().prog}``."
+    return entry
+
+
+sweep = argparse_entry(sweep_parser, "clip_inversion.sweep")
+experiment = argparse_entry(experiment_parser, "clip_inversion.studies.experiment")
+evaluate = argparse_entry(evaluate_parser, "clip_inversion.studies.evaluate")
+report = argparse_entry(report_parser, "clip_inversion.gallery")

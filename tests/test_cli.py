@@ -414,6 +414,22 @@ def test_the_console_script_is_the_entry_point_with_the_short_help():
     assert scripts["clip-inversion"] == "clip_inversion.usage:main"  # as python -m clip_inversion
 
 
+@pytest.mark.parametrize(
+    "script",
+    ["clip-inversion", "clip-inversion-sweep", "clip-inversion-experiment", "clip-inversion-evaluate",
+     "clip-inversion-report", "clip-inversion-train-toy"],
+)  # fmt: skip
+def test_every_command_answers_help_without_importing_torch(script):
+    import tomllib
+
+    scripts = tomllib.loads((CONFIGS.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, function = scripts[script].partition(":")
+    code = f"import sys; from {module} import {function} as entry; entry(['--help']); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith(f"usage: {script} ") and out.splitlines()[-1] == "False", out
+    assert "--help" in out and len(out.splitlines()) > 5
+
+
 def test_every_option_of_the_short_help_is_one_of_the_parser(tmp_path, capsys):
     from clip_inversion.usage import FIT_HELP
 

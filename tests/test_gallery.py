@@ -187,10 +187,12 @@ def test_a_folder_that_is_not_a_run_is_one_line_and_exit_2(tmp_path, capsys, mak
     assert err.startswith("clip-inversion-report: error: ") and err.count("\n") == 1 and str(tmp_path) in err
 
 
-def test_the_console_script_is_this_entry_point():
+def test_the_console_script_writes_the_gallery(tmp_path, capsys):
     from importlib import import_module
 
     tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11")
     scripts = tomllib.loads((CONFIGS.parent / "pyproject.toml").read_text())["project"]["scripts"]
     module, name = scripts["clip-inversion-report"].split(":")
-    assert getattr(import_module(module), name) is main
+    with pytest.raises(SystemExit) as exit_:
+        getattr(import_module(module), name)([str(tmp_path / "missing")])
+    assert exit_.value.code == 2 and capsys.readouterr().err.startswith("clip-inversion-report: error: ")

@@ -26,7 +26,6 @@ modification time and size, so an interrupted or repeated evaluation computes on
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 from collections.abc import Sequence
@@ -43,7 +42,6 @@ from clip_inversion.errors import UsageError, first_line
 from clip_inversion.rundir import safe_name
 from clip_inversion.studies.evaluation_report import write_report
 from clip_inversion.studies.features import (
-    INCEPTION_WEIGHTS,
     FeatureCache,
     ImageSet,
     InceptionFeatures,
@@ -54,6 +52,7 @@ from clip_inversion.studies.features import (
 from clip_inversion.studies.metrics import as_judge, mean_subject_cosine
 from clip_inversion.studies.run_scores import distances, judge_scores
 from clip_inversion.studies.statistics import inception_score
+from clip_inversion.usage import evaluate_parser
 
 
 @dataclass
@@ -163,26 +162,7 @@ def main(args: list[str] | None = None) -> None:
     A bad input ends with one line, ``clip-inversion-evaluate: error: ...``, and exit status 2
     (``CLIP_INVERSION_DEBUG=1`` shows the traceback).
     """
-    parser = argparse.ArgumentParser(
-        prog="clip-inversion-evaluate", description="Compare inversion runs: judge CLIPSIM, accuracy, FID, KID."
-    )
-    parser.add_argument("runs", nargs="+", help="run directories (each with manifest.jsonl)")
-    parser.add_argument("--config", help="YAML file whose keys are these options (e.g. configs/eval/coco.yaml)")
-    parser.add_argument("--real", help="folder of real images of the runs' captions, with manifest.jsonl")
-    parser.add_argument("--judge", help="judge model name (default: the bundled toy-judge)")
-    parser.add_argument("--pretrained", help="the judge's pretrained tag or checkpoint file")
-    parser.add_argument("--features", help="FID/KID features: judge (default) or inception")
-    parser.add_argument(
-        "--inception-weights", help=f"InceptionV3 weights file (default: torch hub's {INCEPTION_WEIGHTS})"
-    )
-    parser.add_argument("--candidates", help="prompts file to classify among (default: each run's prompts)")
-    parser.add_argument("--expected-images", type=int, help="the protocol's images a run (a row that differs says so)")
-    parser.add_argument("--bootstrap", type=int, help="bootstrap resamples over prompts (default 100; 0: none)")
-    parser.add_argument("--kid-subsets", type=int, help="KID subsets (default 50)")
-    parser.add_argument("--seed", type=int, help="seed of the bootstrap and KID subsets (default 0)")
-    parser.add_argument("--batch-size", type=int, help="images a forward pass (default 64)")
-    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--out", help="report folder (default: the first run's report/)")
+    parser = evaluate_parser()
     ns = parser.parse_args(args)
     try:
         options = {}

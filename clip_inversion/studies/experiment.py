@@ -32,7 +32,6 @@ model and prompt, one column a seed) and the sheet and scores in TensorBoard und
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from dataclasses import asdict, dataclass, field, fields
@@ -57,6 +56,7 @@ from clip_inversion.studies.metrics import (
 from clip_inversion.studies.probes import AttributeSet, compare, probe, wilson_interval
 from clip_inversion.studies.report import grid_sheet
 from clip_inversion.sweep import model_args, model_dir
+from clip_inversion.usage import experiment_parser
 
 
 @dataclass
@@ -314,12 +314,7 @@ def run_experiment(experiment: Experiment) -> Path:
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``clip-inversion-experiment``: prints the report's ``summary.md`` path."""
-    parser = argparse.ArgumentParser(description="Run an experiment: invert, score with a judge, write a report.")
-    parser.add_argument("--config", required=True, help="experiment YAML (configs/experiments/*.yaml)")
-    parser.add_argument("--root", help="output directory (overrides the file's root)")
-    parser.add_argument("--seeds", type=int, help="seeds per prompt (overrides the file's seeds)")
-    parser.add_argument("args", nargs="*", help="more clip-inversion fit options, after --")
-    ns = parser.parse_args(args)
+    ns = experiment_parser().parse_args(args)
     with exit_on_error("clip-inversion-experiment"):
         experiment = Experiment.from_yaml(ns.config, root=ns.root, seeds=ns.seeds)
         experiment.args = [*experiment.args, *ns.args]
