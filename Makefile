@@ -10,7 +10,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 TORCH_INDEX ?=
 BIN := $(VENV)/bin
 
-.PHONY: quickstart test setup
+.PHONY: quickstart test notebooks setup
 
 quickstart: setup
 	$(BIN)/clip-inversion fit --config configs/quickstart.yaml
@@ -20,6 +20,10 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+# Runs every notebook top to bottom and keeps its outputs (small images), so that it reads on its own.
+notebooks: setup
+	$(BIN)/python notebooks/execute.py notebooks/*.ipynb
 
 setup: $(BIN)/clip-inversion
 
