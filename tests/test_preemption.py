@@ -65,9 +65,18 @@ def check(run_dir: Path, n: int | None = None) -> dict[str, int]:
     return {r["id"]: (run_dir / r["image"]).stat().st_mtime_ns for r in records}
 
 
-def steps_of_last_run(run_dir: Path) -> int:
-    """Optimisation steps the latest run took, from its TensorBoard log (every batch's last step is logged)."""
-    latest = max((run_dir / "lightning_logs").glob("version_*"), key=lambda d: int(d.name.split("_")[1]))
+def versions(run_dir: Path) -> set[Path]:
+    """The run directory's TensorBoard versions (a run with nothing left to do adds none)."""
+    return set((run_dir / "lightning_logs").glob("version_*"))
+
+
+def steps_of_last_run(run_dir: Path, before: set[Path] | None = None) -> int:
+    """Optimisation steps the latest run took, from its TensorBoard log (every batch's last step is logged);
+    0 when no version was added since ``before``."""
+    added = versions(run_dir) - (before or set())
+    if not added:
+        return 0
+    latest = max(added, key=lambda d: int(d.name.split("_")[1]))
     (events,) = latest.glob("events.out.tfevents.*")
     return 1 + max(e.step for e in EventAccumulator(str(events)).Reload().Scalars("train/loss"))
 
@@ -106,6 +115,7 @@ def test_killed_at_random_moments_many_times_every_prompt_ends_exactly_once(tmp_
         now = check(run_dir)
         assert all(now[i] == mtime for i, mtime in finished.items()), f"seed {seed}: a finished image was rewritten"
         finished = now
+    before = versions(run_dir)  # the last kill may come after every prompt has finished: then no new version
     process = start(command)
     output = process.communicate(timeout=300)[0]
     assert process.returncode == 0, output
@@ -113,7 +123,7 @@ def test_killed_at_random_moments_many_times_every_prompt_ends_exactly_once(tmp_
     assert all(final[i] == mtime for i, mtime in finished.items()), f"seed {seed}: a finished prompt was redone"
     groups = [[f"{i:05d}" for i in range(start, start + 4)] for start in range(0, n, 4)]  # 2 processes x 2
     unfinished = sum(any(i not in finished for i in group) for group in groups)
-    assert steps_of_last_run(run_dir) == 10 * unfinished, f"seed {seed}: finished prompts were inverted again"
+    assert steps_of_last_run(run_dir, before) == 10 * unfinished, f"seed {seed}: finished prompts were inverted again"
     assert f"{n} of {n} prompts finished" in output
 
 
