@@ -68,9 +68,15 @@ def help_request(args: list[str]) -> str | None:
     return "short" if any(a in SHORT for a in args) else None
 
 
-def lightning_entry(short: Callable[[list[str]], str], target: str) -> Callable[[list[str] | None], None]:
-    """A LightningCLI command whose ``--help`` is ``short(args)`` and whose ``--help=full`` is the parser's;
-    everything else goes to ``target`` (``"module:function"``), imported only then."""
+def hand_over(target: str, args: list[str]) -> None:
+    """Run ``target`` (``"module:function"``) on ``args``, importing it (torch, Lightning, the models) only now."""
+    module, _, function = target.partition(":")
+    getattr(import_module(module), function)(args)
+
+
+def lightning_entry(prog: str, short: Callable[[list[str]], str], target: str) -> Callable[[list[str] | None], None]:
+    """The entry point of ``prog``, a LightningCLI command whose ``--help`` is ``short(args)`` and whose
+    ``--help=full`` is the parser's; everything else goes to ``target``."""
 
     def entry(args: list[str] | None = None) -> None:
         args = sys.argv[1:] if args is None else list(args)
@@ -80,14 +86,15 @@ def lightning_entry(short: Callable[[list[str]], str], target: str) -> Callable[
             return
         if wanted == "full":
             args = ["--help" if a in FULL else a for a in args]
-        module, _, function = target.partition(":")
-        getattr(import_module(module), function)(args)  # torch, Lightning and the models: only now
+        hand_over(target, args)
 
+    entry.__doc__ = f"Entry point of ``{prog}``."
     return entry
 
 
-main = lightning_entry(lambda args: FIT_HELP if "fit" in args else TOP_HELP, "clip_inversion.cli:main")
-main.__doc__ = "Entry point of ``clip-inversion`` and ``python -m clip_inversion``."
+main = lightning_entry(
+    "clip-inversion", lambda args: FIT_HELP if "fit" in args else TOP_HELP, "clip_inversion.cli:main"
+)
 
 TRAIN_TOY_HELP = """usage: clip-inversion-train-toy fit [-c CONFIG ...] [--OPTION=VALUE ...]
 
@@ -101,8 +108,9 @@ options:
   -h, --help            show this help; --help=full shows every option with its default
 """
 
-train_toy = lightning_entry(lambda args: TRAIN_TOY_HELP, "clip_inversion.toyworld.train:main")
-train_toy.__doc__ = "Entry point of ``clip-inversion-train-toy``."
+train_toy = lightning_entry(
+    "clip-inversion-train-toy", lambda args: TRAIN_TOY_HELP, "clip_inversion.toyworld.train:main"
+)
 
 
 def sweep_parser() -> argparse.ArgumentParser:
@@ -161,22 +169,22 @@ def report_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def argparse_entry(parser: Callable[[], argparse.ArgumentParser], module: str) -> Callable[[list[str] | None], None]:
+def argparse_entry(parser: Callable[[], argparse.ArgumentParser], target: str) -> Callable[[list[str] | None], None]:
     """A command that answers ``-h``/``--help`` from ``parser()`` alone and hands everything else to
-    ``module.main``, imported only then."""
+    ``target``."""
 
     def entry(args: list[str] | None = None) -> None:
         args = sys.argv[1:] if args is None else list(args)
         if help_request(args):
             parser().print_help()
             return
-        import_module(module).main(args)
+        hand_over(target, args)
 
     entry.__doc__ = f"Entry point of ``{parser().prog}``."
     return entry
 
 
-sweep = argparse_entry(sweep_parser, "clip_inversion.sweep")
-experiment = argparse_entry(experiment_parser, "clip_inversion.studies.experiment")
-evaluate = argparse_entry(evaluate_parser, "clip_inversion.studies.evaluate")
-report = argparse_entry(report_parser, "clip_inversion.gallery")
+sweep = argparse_entry(sweep_parser, "clip_inversion.sweep:main")
+experiment = argparse_entry(experiment_parser, "clip_inversion.studies.experiment:main")
+evaluate = argparse_entry(evaluate_parser, "clip_inversion.studies.evaluate:main")
+report = argparse_entry(report_parser, "clip_inversion.gallery:main")
