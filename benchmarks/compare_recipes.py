@@ -55,11 +55,10 @@ def run_path(out: Path, recipe: str, world: str, seed: int) -> Path:
 
 def run_once(out: Path, recipe: str, world: str, seed: int) -> None:
     """Invert and judge one (recipe, world, seed) and store its per-caption scores."""
-    scores, seconds = judge_world(
-        seed, ROOT / "configs" / "quickstart.yaml", ["--config", str(RECIPES[recipe])], world, per_caption=True
-    )
     path = run_path(out, recipe, world, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
+    config, args = ROOT / "configs" / "quickstart.yaml", ["--config", str(RECIPES[recipe])]
+    scores, seconds = judge_world(seed, config, args, world, per_caption=True, keep=path.with_suffix(""))
     record = {"recipe": recipe, "world": world, "seed": seed, "seconds": seconds, **scores}
     path.write_text(json.dumps(record, indent=1))
     print(f"{recipe} world {world} seed {seed}: {scores['caption']:.2f} colour and shape, {seconds:.0f} s", flush=True)

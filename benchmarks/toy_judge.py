@@ -13,6 +13,8 @@ the subject's mean cosine to the prompt, as mean (min-max) over seeds.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
 import statistics
 import sys
 import tempfile
@@ -28,7 +30,12 @@ ROOT = Path(__file__).parents[1]
 
 
 def judge_world(
-    seed: int, config: str | Path, args: list[str] = (), world: str = "a", per_caption: bool = False
+    seed: int,
+    config: str | Path,
+    args: list[str] = (),
+    world: str = "a",
+    per_caption: bool = False,
+    keep: str | Path | None = None,
 ) -> tuple[dict[str, float], float]:
     """Invert a world's 30 colour-shape captions (2 batches of 15) with its subject; score them with its judge.
 
@@ -38,12 +45,14 @@ def judge_world(
         args: more ``clip-inversion fit`` options, applied after the config and the world's subject.
         world: a key of ``WORLDS``: ``a`` (the project's world) or ``b`` (the held-out clutter world).
         per_caption: also each caption's scores (:func:`judge_run`'s ``per_caption``).
+        keep: the run directory to write and keep (its images and ``manifest.jsonl``; its checkpoints are
+            removed); default: a temporary one, removed.
 
     Returns:
         The judge's scores (:func:`judge_run`) and the run's wall time in seconds, model loading included.
     """
     toy = WORLDS[world]
-    with tempfile.TemporaryDirectory() as run_dir:
+    with contextlib.nullcontext(str(keep)) if keep else tempfile.TemporaryDirectory() as run_dir:
         start = time.perf_counter()
         run(
             [
@@ -62,6 +71,7 @@ def judge_world(
             ]
         )
         seconds = time.perf_counter() - start
+        shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)
         return judge_run(run_dir, CLIPSpec(toy.judge), toy.world, per_caption), seconds
 
 

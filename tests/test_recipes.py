@@ -122,7 +122,7 @@ def test_the_comparison_pairs_captions_and_chooses_on_one_world_to_report_on_the
 ):
     captions = [f"caption {i}" for i in range(30)]
 
-    def judge_world(seed, config, args, world, per_caption):  # das: 10 more captions right on world A only
+    def judge_world(seed, config, args, world, per_caption, keep=None):  # das: 10 more captions right on world A only
         right = 10 * (seed + 1) + (10 if "das" in args[1] and world == "a" else 0)
         per = {c: {"colour": 1.0, "caption": float(i < right), "judge_cosine": 0.5} for i, c in enumerate(captions)}
         return {"caption": right / 30, "judge_cosine": 0.5, "per_caption": per}, 1.0
@@ -148,7 +148,7 @@ def test_the_comparison_pairs_captions_and_chooses_on_one_world_to_report_on_the
 def test_the_comparison_chooses_before_it_reports_and_never_tunes_the_baseline(compare, monkeypatch, tmp_path):
     calls = []
 
-    def judge_world(seed, config, args, world, per_caption):
+    def judge_world(seed, config, args, world, per_caption, keep=None):
         calls.append((Path(args[1]).stem, world, seed))
         return {"caption": 0.5, "judge_cosine": 0.5, "per_caption": {"c": {"colour": 1.0, "caption": 0.5}}}, 1.0
 
