@@ -8,16 +8,21 @@ A recipe is a config composed over ``configs/quickstart.yaml`` that sets every s
 ``configs/released-64px.yaml`` (the released settings, the baseline) and ``configs/recipes/*.yaml``. Each must
 do the released settings' work a prompt within 10% (copies x steps, 13 x 400 = 5,200 views). A run inverts a
 world's 30 captions with the world's subject at one ``--data.seed`` and scores every caption with the world's
-judge; it is stored as JSON in ``--out`` (``<recipe>/<world>-seed<k>.json``), so a rerun only runs what is
-missing. The candidates' tuning seeds (``--tune-seeds``) run first, then every named recipe's reporting seeds
-(``--report-seeds``): once the tuning runs are stored, ``--recipes CHOSEN`` reports the chosen recipe alone.
+judge; it is stored as JSON in ``--out`` (``<recipe>/<world>-seed<k>.json``, its images and manifest beside it in
+``<recipe>/<world>-seed<k>/``), so a rerun only runs what is missing. The candidates' tuning seeds
+(``--tune-seeds``) run first, then every named recipe's reporting seeds (``--report-seeds``): once the tuning runs
+are stored, ``--recipes CHOSEN`` reports the chosen recipe alone.
 
 The protocol: choose the candidate with the best colour-and-shape accuracy on one world's tuning seeds, report
 it on the other world's reporting seeds against the released settings; then the reverse. A recipe counts as
 better only where it wins in both directions (the lower end of its interval above zero). Prints one Markdown
 table (every recipe on every world's reporting seeds) and the protocol's two lines. Accuracies pooled over
 seeds carry 95% Wilson intervals; differences with the released settings are paired by caption and seed, with
-a 95% bootstrap interval over the 30 captions (10,000 resamples). Set ``OMP_NUM_THREADS=1`` on a busy machine.
+a 95% bootstrap interval over the 30 captions (10,000 resamples). CLIPSIM and FID come from the evaluation suite
+(``clip-inversion-evaluate``, the world's judge, FID on its image features) for the runs that kept their images,
+pooled over seeds, against ``REAL_PER_CAPTION`` renders of each caption from the world itself
+(``<out>/real/<world>/``), with the suite's 95% intervals over captions; its reports go to ``<out>/report/<world>/``.
+Set ``OMP_NUM_THREADS=1`` on a busy machine.
 """
 
 from __future__ import annotations
@@ -32,8 +37,12 @@ import torch
 import yaml
 from toy_judge import ROOT, judge_world  # benchmarks/ is on the path when a script of it runs
 
+from clip_inversion.data import read_prompts
+from clip_inversion.rundir import MANIFEST, read_records
+from clip_inversion.studies.evaluate import Settings, evaluate
 from clip_inversion.studies.probes import wilson_interval
 from clip_inversion.toyworld.evaluate import WORLDS
+from clip_inversion.toyworld.real import write_real
 
 BASELINE = "released"
 RECIPES = {
@@ -41,6 +50,8 @@ RECIPES = {
     **{p.stem: p for p in sorted((ROOT / "configs" / "recipes").glob("*.yaml"))},
 }
 RELEASED_VIEWS = 13 * 400
+CAPTIONS = ROOT / "configs" / "prompts" / "toy-world.txt"
+REAL_PER_CAPTION = 4
 
 
 def views(config: Path) -> int:
@@ -92,6 +103,45 @@ def paired(runs: dict[int, dict], base: dict[int, dict], key: str, resamples: in
     return diff.mean().item(), low, high
 
 
+def evaluation(out: Path, recipes: list[str], world: str, seeds: list[int]) -> dict[str, dict]:
+    """CLIPSIM and FID of each recipe's kept runs on ``world`` among ``seeds``, pooled, from the evaluation suite.
+
+    A recipe's kept runs are listed in one manifest (``<out>/pooled/<world>/<recipe>/``), so that FID compares up
+    to 150 images (5 seeds x 30 captions) with the 120 real ones on the judge's 64 features, and its 95% interval
+    resamples captions.
+
+    Returns:
+        ``{recipe: row}``: the evaluation suite's row (``clipsim``, ``fid`` and their ``_low``/``_high``) with
+        ``seeds``, the seeds pooled; recipes without kept runs are left out.
+    """
+    toy, real = WORLDS[world], out / "real" / world
+    pools = {}
+    for recipe in recipes:
+        kept = {s: run_path(out, recipe, world, s).with_suffix("") for s in seeds}
+        kept = {s: folder for s, folder in kept.items() if (folder / MANIFEST).is_file()}
+        if kept:
+            pool = out / "pooled" / world / recipe
+            records = [{**r, "image": str(f.resolve() / r["image"])} for f in kept.values() for r in read_records(f)]
+            pool.mkdir(parents=True, exist_ok=True)
+            (pool / MANIFEST).write_text("".join(json.dumps(r) + "\n" for r in records))
+            pools[recipe] = (pool, sorted(kept))
+    if not pools:
+        return {}
+    if not (real / MANIFEST).is_file():
+        write_real([p.text for p in read_prompts(CAPTIONS)], real, REAL_PER_CAPTION, seed=0, world=toy.world)
+    settings = Settings(real=str(real), judge=toy.judge, out=str(out / "report" / world))
+    rows = evaluate([pool for pool, _ in pools.values()], settings)
+    return {recipe: {**row, "seeds": kept} for (recipe, (_, kept)), row in zip(pools.items(), rows)}
+
+
+def interval(row: dict | None, key: str, decimals: int) -> str:
+    """``value [low, high] (seeds)`` of an evaluation row, ``-`` without one."""
+    if row is None:
+        return "-"
+    low, value, high = (f"{row[k]:.{decimals}f}" for k in (f"{key}_low", key, f"{key}_high"))
+    return f"{value} [{low}, {high}] ({','.join(map(str, row['seeds']))})"
+
+
 def signed(values: tuple[float, ...]) -> str:
     mean, low, high = (100 * v for v in values)
     return f"{mean:+.0f} [{low:+.0f}, {high:+.0f}]"
@@ -100,11 +150,13 @@ def signed(values: tuple[float, ...]) -> str:
 def table(out: Path, recipes: list[str], worlds: list[str], seeds: list[int]) -> None:
     print(
         "| world | recipe | views a prompt | seeds | judge: colour | judge: colour and shape (per seed) "
-        "| colour and shape minus released [95% paired CI] | colour minus released | judge cosine | s a run |"
+        "| colour and shape minus released [95% paired CI] | colour minus released | judge cosine "
+        "| CLIPSIM [95% CI] (seeds) | FID on judge features [95% CI] (seeds) | s a run |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for world in worlds:
         base = load(out, BASELINE, world, seeds)
+        suite = evaluation(out, recipes, world, seeds)
         for recipe in recipes:
             runs = load(out, recipe, world, seeds)
             if not runs:
@@ -118,6 +170,7 @@ def table(out: Path, recipes: list[str], worlds: list[str], seeds: list[int]) ->
                 f"| {world.upper()} | {recipe} | {views(RECIPES[recipe]):,} | {','.join(map(str, sorted(runs)))} "
                 f"| {pooled(runs, 'colour')} | {pooled(runs, 'caption')} ({per_seed}) | {diffs[0]} | {diffs[1]} "
                 f"| {statistics.mean(r['judge_cosine'] for r in runs.values()):.2f} "
+                f"| {interval(suite.get(recipe), 'clipsim', 1)} | {interval(suite.get(recipe), 'fid', 2)} "
                 f"| {statistics.mean(r['seconds'] for r in runs.values()):.0f} |"
             )
 

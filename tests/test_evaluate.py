@@ -406,3 +406,16 @@ def test_accuracy_with_resamples_that_do_not_vary_counts_prompts_as_the_trials()
     assert all_right == wilson_interval(6, 6)  # 6 prompts right, not 24 images
     assert accuracy_interval(torch.full((6,), 4.0), torch.full((6,), 4.0), drawn[:0]) == all_right  # no bootstrap
     assert kid_subset_size(5000, 3000) == 1000 and kid_subset_size(40, 9) == 4
+
+
+def test_the_toy_real_command_renders_world_b_when_asked(tmp_path):
+    from clip_inversion.data import prompt_seed
+    from clip_inversion.toyworld.clutter import ClutterWorld
+    from clip_inversion.toyworld.real import main as real
+
+    (tmp_path / "captions.txt").write_text("a blue star\n")
+    real([str(tmp_path / "b"), "--captions", str(tmp_path / "captions.txt"), "--world", "b"])
+    line = (tmp_path / "b" / "manifest.jsonl").read_text().splitlines()[0]
+    images, _, _ = ClutterWorld(64, ("blue",), ("star",)).batch(4, seed=prompt_seed(0, "a blue star"))
+    atomic_save_image(images[0], tmp_path / "oracle.png")  # world B's own renderer, built by its constructor
+    assert (tmp_path / "b" / json.loads(line)["image"]).read_bytes() == (tmp_path / "oracle.png").read_bytes()

@@ -157,3 +157,59 @@ def test_the_comparison_chooses_before_it_reports_and_never_tunes_the_baseline(c
     monkeypatch.setattr("sys.argv", [*argv, "--out", str(tmp_path)])
     compare.main()
     assert calls == [("das", "a", 10), ("released-64px", "a", 0), ("das", "a", 0)]
+
+
+def test_the_comparison_scores_the_kept_images_with_the_evaluation_suite(compare, monkeypatch, tmp_path, capsys):
+    from clip_inversion.data import read_prompts
+    from clip_inversion.rundir import atomic_save_image
+    from clip_inversion.studies.evaluate import Settings, evaluate
+    from clip_inversion.toyworld.real import write_real
+
+    captions = [p.text for p in read_prompts(ROOT / "configs" / "prompts" / "toy-world.txt")]
+
+    def judge_world(seed, config, args, world, per_caption, keep=None):  # das: renders of the world; released: noise
+        if "das" in args[1]:
+            write_real(captions, keep, per_caption=1, seed=100 + seed)
+        else:
+            g, lines = torch.Generator().manual_seed(seed), []
+            for i, caption in enumerate(captions):
+                atomic_save_image(torch.rand(3, 64, 64, generator=g), Path(keep) / f"images/{i}.png")
+                lines.append(json.dumps({"prompt": caption, "image": f"images/{i}.png"}) + "\n")
+            (Path(keep) / "manifest.jsonl").write_text("".join(lines))
+        per = {c: {"colour": 1.0, "caption": 0.5, "judge_cosine": 0.5} for c in captions}
+        return {"caption": 0.5, "judge_cosine": 0.5, "per_caption": per}, 1.0
+
+    monkeypatch.setattr(compare, "judge_world", judge_world)
+    argv = ["compare_recipes.py", "--recipes", "das", "--worlds", "a", "--report-seeds", "0", "1", "--tune-seeds"]
+    monkeypatch.setattr("sys.argv", [*argv, "--out", str(tmp_path / "out")])
+    compare.main()
+    out = capsys.readouterr().out
+    rows = {r[1]: r for r in (line.split(" | ") for line in out.splitlines() if "| A | " in line)}
+    clipsim = {recipe: float(row[9].split(" [")[0]) for recipe, row in rows.items()}
+    fid = {recipe: float(row[10].split(" [")[0]) for recipe, row in rows.items()}
+    assert clipsim["das"] > clipsim["released"] and fid["das"] < fid["released"]
+    # the oracle renders its own real images (world A's, 4 a caption, seed 0) and evaluates the kept das runs
+    real = write_real(captions, tmp_path / "real", per_caption=4, seed=0)
+    pooled = tmp_path / "pooled"  # both seeds' kept images in one folder
+    pooled.mkdir()
+    for seed in (0, 1):
+        for path in (tmp_path / "out" / "das" / f"a-seed{seed}" / "images").iterdir():
+            (pooled / f"{seed}-{path.name}").write_bytes(path.read_bytes())
+    (pooled / "manifest.jsonl").write_text("".join(
+        json.dumps({"prompt": json.loads(line)["prompt"], "image": f"{seed}-{Path(json.loads(line)['image']).name}"})
+        + "\n" for seed in (0, 1) for line in (tmp_path / "out" / "das" / f"a-seed{seed}" / "manifest.jsonl").open()
+    ))  # fmt: skip
+    (expected,) = evaluate([pooled], Settings(real=str(real), judge="toy-judge", out=str(tmp_path / "report")))
+    assert rows["das"][10] == f"{expected['fid']:.2f} [{expected['fid_low']:.2f}, {expected['fid_high']:.2f}] (0,1)"
+    assert rows["das"][9].startswith(f"{expected['clipsim']:.1f} [")
+
+
+def test_a_judged_run_keeps_its_images_where_asked_and_drops_its_checkpoints(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from toy_judge import judge_world
+
+    steps = ["--model.steps=2", "--writer.snapshot_steps=[]", "--model.copies=2"]
+    scores, _ = judge_world(0, QUICKSTART, steps, "a", keep=tmp_path / "run")
+    lines = (tmp_path / "run" / "manifest.jsonl").read_text().splitlines()
+    assert scores["images"] == len(lines) == 30 and len(list((tmp_path / "run" / "images").glob("*.png"))) == 30
+    assert not (tmp_path / "run" / "checkpoints").exists()
