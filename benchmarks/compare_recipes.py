@@ -20,9 +20,9 @@ table (every recipe on every world's reporting seeds) and the protocol's two lin
 seeds carry 95% Wilson intervals; differences with the released settings are paired by caption and seed, with
 a 95% bootstrap interval over the 30 captions (10,000 resamples). CLIPSIM and FID come from the evaluation suite
 (``clip-inversion-evaluate``, the world's judge, FID on its image features) for the runs that kept their images,
-pooled over seeds, against ``REAL_PER_CAPTION`` renders of each caption from the world itself
-(``<out>/real/<world>/``), with the suite's 95% intervals over captions; its reports go to ``<out>/report/<world>/``.
-Set ``OMP_NUM_THREADS=1`` on a busy machine.
+pooled over the seeds that every row kept, against ``REAL_PER_CAPTION`` renders of each caption from the world
+itself (``<out>/real/<world>/``), with the suite's 95% intervals over captions; its reports go to
+``<out>/report/<world>/``. Set ``OMP_NUM_THREADS=1`` on a busy machine.
 """
 
 from __future__ import annotations
@@ -106,27 +106,31 @@ def paired(runs: dict[int, dict], base: dict[int, dict], key: str, resamples: in
 def evaluation(out: Path, recipes: list[str], world: str, seeds: list[int]) -> dict[str, dict]:
     """CLIPSIM and FID of each recipe's kept runs on ``world`` among ``seeds``, pooled, from the evaluation suite.
 
-    A recipe's kept runs are listed in one manifest (``<out>/pooled/<world>/<recipe>/``), so that FID compares up
-    to 150 images (5 seeds x 30 captions) with the 120 real ones on the judge's 64 features, and its 95% interval
-    resamples captions.
+    The seeds that every recipe with kept runs kept are pooled, a recipe's runs listed in one manifest
+    (``<out>/pooled/<world>/<recipe>/``), so that every row's FID compares as many images (up to 150: 5 seeds x 30
+    captions) with the 120 real ones on the judge's 64 features; its 95% interval resamples captions.
 
     Returns:
         ``{recipe: row}``: the evaluation suite's row (``clipsim``, ``fid`` and their ``_low``/``_high``) with
-        ``seeds``, the seeds pooled; recipes without kept runs are left out.
+        ``seeds``, the seeds pooled; recipes without kept runs are left out, and every recipe when no seed is
+        common to them.
     """
     toy, real = WORLDS[world], out / "real" / world
-    pools = {}
-    for recipe in recipes:
-        kept = {s: run_path(out, recipe, world, s).with_suffix("") for s in seeds}
-        kept = {s: folder for s, folder in kept.items() if (folder / MANIFEST).is_file()}
-        if kept:
-            pool = out / "pooled" / world / recipe
-            records = [{**r, "image": str(f.resolve() / r["image"])} for f in kept.values() for r in read_records(f)]
-            pool.mkdir(parents=True, exist_ok=True)
-            (pool / MANIFEST).write_text("".join(json.dumps(r) + "\n" for r in records))
-            pools[recipe] = (pool, sorted(kept))
-    if not pools:
+    folders = {r: {s: run_path(out, r, world, s).with_suffix("") for s in seeds} for r in recipes}
+    kept = {r: {s for s, f in by_seed.items() if (f / MANIFEST).is_file()} for r, by_seed in folders.items()}
+    kept = {r: k for r, k in kept.items() if k}
+    if not kept:
         return {}
+    common = sorted(set.intersection(*kept.values()))  # FID depends on the number of images: alike for every row
+    if not common:
+        return {}
+    pools = {}
+    for recipe in kept:
+        pool, runs = out / "pooled" / world / recipe, [folders[recipe][s] for s in common]
+        records = [{**r, "image": str(f.resolve() / r["image"])} for f in runs for r in read_records(f)]
+        pool.mkdir(parents=True, exist_ok=True)
+        (pool / MANIFEST).write_text("".join(json.dumps(r) + "\n" for r in records))
+        pools[recipe] = (pool, common)
     if not (real / MANIFEST).is_file():
         write_real([p.text for p in read_prompts(CAPTIONS)], real, REAL_PER_CAPTION, seed=0, world=toy.world)
     settings = Settings(real=str(real), judge=toy.judge, out=str(out / "report" / world))

@@ -202,6 +202,12 @@ def test_the_comparison_scores_the_kept_images_with_the_evaluation_suite(compare
     (expected,) = evaluate([pooled], Settings(real=str(real), judge="toy-judge", out=str(tmp_path / "report")))
     assert rows["das"][10] == f"{expected['fid']:.2f} [{expected['fid_low']:.2f}, {expected['fid_high']:.2f}] (0,1)"
     assert rows["das"][9].startswith(f"{expected['clipsim']:.1f} [")
+    (tmp_path / "out" / "released" / "a-seed1" / "manifest.jsonl").unlink()  # now only seed 0 is kept by both
+    monkeypatch.setattr("sys.argv", [*argv, "--out", str(tmp_path / "out"), "--no-run"])
+    compare.main()
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if "| A | " in line]
+    assert [(r[9][-3:], r[10][-3:]) for r in rows] == [("(0)", "(0)")] * 2
+    assert len((tmp_path / "out" / "pooled" / "a" / "das" / "manifest.jsonl").read_text().splitlines()) == 30
 
 
 def test_a_judged_run_keeps_its_images_where_asked_and_drops_its_checkpoints(monkeypatch, tmp_path):
