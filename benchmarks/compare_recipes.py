@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from toy_judge import ROOT, judge_world  # benchmarks/ is on the path when a script of it runs
+from toy_judge import CAPTIONS, ROOT, judge_world  # benchmarks/ is on the path when a script of it runs
 
 from clip_inversion.data import read_prompts
 from clip_inversion.rundir import MANIFEST, read_records
@@ -50,7 +50,6 @@ RECIPES = {
     **{p.stem: p for p in sorted((ROOT / "configs" / "recipes").glob("*.yaml"))},
 }
 RELEASED_VIEWS = 13 * 400
-CAPTIONS = ROOT / "configs" / "prompts" / "toy-world.txt"
 REAL_PER_CAPTION = 4
 
 
@@ -116,26 +115,23 @@ def evaluation(out: Path, recipes: list[str], world: str, seeds: list[int]) -> d
         common to them.
     """
     toy, real = WORLDS[world], out / "real" / world
-    folders = {r: {s: run_path(out, r, world, s).with_suffix("") for s in seeds} for r in recipes}
-    kept = {r: {s for s, f in by_seed.items() if (f / MANIFEST).is_file()} for r, by_seed in folders.items()}
+    folder = {(r, s): run_path(out, r, world, s).with_suffix("") for r in recipes for s in seeds}
+    kept = {r: {s for s in seeds if (folder[r, s] / MANIFEST).is_file()} for r in recipes}
     kept = {r: k for r, k in kept.items() if k}
-    if not kept:
-        return {}
-    common = sorted(set.intersection(*kept.values()))  # FID depends on the number of images: alike for every row
+    common = sorted(set.intersection(*kept.values())) if kept else []  # FID depends on the number of images
     if not common:
         return {}
-    pools = {}
-    for recipe in kept:
-        pool, runs = out / "pooled" / world / recipe, [folders[recipe][s] for s in common]
+    pools = {recipe: out / "pooled" / world / recipe for recipe in kept}
+    for recipe, pool in pools.items():
+        runs = [folder[recipe, s] for s in common]
         records = [{**r, "image": str(f.resolve() / r["image"])} for f in runs for r in read_records(f)]
         pool.mkdir(parents=True, exist_ok=True)
         (pool / MANIFEST).write_text("".join(json.dumps(r) + "\n" for r in records))
-        pools[recipe] = (pool, common)
     if not (real / MANIFEST).is_file():
         write_real([p.text for p in read_prompts(CAPTIONS)], real, REAL_PER_CAPTION, seed=0, world=toy.world)
     settings = Settings(real=str(real), judge=toy.judge, out=str(out / "report" / world))
-    rows = evaluate([pool for pool, _ in pools.values()], settings)
-    return {recipe: {**row, "seeds": kept} for (recipe, (_, kept)), row in zip(pools.items(), rows)}
+    rows = evaluate(list(pools.values()), settings)
+    return {recipe: {**row, "seeds": common} for recipe, row in zip(pools, rows)}
 
 
 def interval(row: dict | None, key: str, decimals: int) -> str:

@@ -27,6 +27,7 @@ from clip_inversion.studies.probes import wilson_interval
 from clip_inversion.toyworld.evaluate import WORLDS, judge_run
 
 ROOT = Path(__file__).parents[1]
+CAPTIONS = ROOT / "configs" / "prompts" / "toy-world.txt"  # every colour-shape caption of the worlds
 
 
 def judge_world(
@@ -61,7 +62,7 @@ def judge_world(
                 str(config),
                 f"--model.clip.model_name={toy.subject}",
                 "--data.prompts=null",
-                f"--data.prompts_file={ROOT / 'configs' / 'prompts' / 'toy-world.txt'}",
+                f"--data.prompts_file={CAPTIONS}",
                 "--data.batch_size=15",
                 f"--data.seed={seed}",
                 f"--trainer.default_root_dir={run_dir}",

@@ -2,9 +2,8 @@
 
 ``python -m clip_inversion.toyworld.real OUT --captions configs/prompts/toy-world.txt --per-caption 4`` (or
 ``--captions RUN_DIR``: the prompts of a run) renders ``per-caption`` fresh scenes of each caption's colour and
-shape (random size, place, rotation and background; ``--world b``: world B's clutter) into ``OUT/images/`` and lists
-them in
-``OUT/manifest.jsonl``, one ``{"id", "prompt", "image", "seed"}`` line an image, as a run directory does:
+shape (random size, place, rotation and background; ``--world b``: world B's clutter) into ``OUT/images/`` and
+lists them in ``OUT/manifest.jsonl``, one ``{"id", "prompt", "image", "seed"}`` line an image, as a run directory does:
 ``clip-inversion-evaluate RUN --real OUT`` compares a run with them.
 """
 
@@ -54,14 +53,10 @@ def write_real(
             colour, shape = parse_caption(world, caption)
         except ValueError as e:
             raise UsageError(f"{e}: the toy world renders only its colour-shape captions (--captions)") from e
-        scenes.append(
-            (
-                caption,
-                dataclasses.replace(
-                    world, colours=(world.colours[colour],), shapes=(world.shapes[shape],), correlations={}
-                ),
-            )
+        own = dataclasses.replace(
+            world, colours=(world.colours[colour],), shapes=(world.shapes[shape],), correlations={}
         )
+        scenes.append((caption, own))
     out = Path(out)
     records = []
     for i, (caption, own) in enumerate(scenes):
