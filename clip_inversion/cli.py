@@ -16,7 +16,6 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +29,14 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from clip_inversion import strategy  # noqa: F401 (registers the "independent_ddp" strategy)
+from clip_inversion import strategy, usage  # noqa: F401 (strategy registers the "independent_ddp" strategy)
 from clip_inversion.callbacks import InversionWriter, LogProgress, RunCheckpoint
 from clip_inversion.data import PromptDataModule
 from clip_inversion.errors import UsageError, describe_load_error
 from clip_inversion.module import CLIPInversion
 from clip_inversion.precision import resolve_precision
-from clip_inversion.rundir import claim, finished, kept_as_found, read_records
-from clip_inversion.usage import DESCRIPTION, FIT_DESCRIPTION
+from clip_inversion.rundir import claim, finished, kept_as_found, read_records, record_finished
+from clip_inversion.usage import DEFAULT_RUN_DIR, DESCRIPTION, FIT_DESCRIPTION, nothing_left, option_values
 
 
 class LogConfig(SaveConfigCallback):
@@ -87,8 +86,9 @@ class InversionCLI(LightningCLI):
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        if isinstance(args, list | None):
-            check_config_files(sys.argv[1:] if args is None else args)
+        self.command_line = (sys.argv[1:] if args is None else list(args)) if isinstance(args, list | None) else None
+        if self.command_line is not None:
+            check_config_files(self.command_line)
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if isinstance(args, list | None):
@@ -134,7 +134,7 @@ class InversionCLI(LightningCLI):
         config = self.config[self.subcommand]
         run_dir = Path(self.trainer.default_root_dir)
         if isinstance(self.trainer.accelerator, CPUAccelerator) and "OMP_NUM_THREADS" not in os.environ:
-            torch.set_num_threads(idle_cores())
+            torch.set_num_threads(idle_cores(since=usage.STARTED))
         settings = image_settings(json.loads(self.parser.dump(self.config, format="json", skip_none=False))["fit"])
         first = rank_zero_only.rank == 0  # the other ranks check, and leave writing and deleting to the first
         if first or not config.fresh:
@@ -142,7 +142,8 @@ class InversionCLI(LightningCLI):
         prompts = {(p.id, p.text) for p in datamodule.all_prompts()}
         done = len(prompts & finished(run_dir))
         if done == len(prompts):
-            say(f"Nothing left to do: {done} of {len(prompts)} prompts finished in {run_dir}")
+            say(nothing_left(done, run_dir))
+            self.record_finished(done)
             return
         if done:
             say(f"Resuming: {done} of {len(prompts)} prompts already finished in {run_dir}")
@@ -151,6 +152,14 @@ class InversionCLI(LightningCLI):
         done = len(prompts & finished(run_dir))
         rest = "" if done == len(prompts) else "; rerun the same command to finish the others"
         say(f"{done} of {len(prompts)} prompts finished in {run_dir}{rest}")
+        if done == len(prompts):
+            self.record_finished(done)
+
+    def record_finished(self, prompts: int) -> None:
+        """Let a rerun of this command line answer from ``finished.json`` (see ``usage.answer_finished``)."""
+        if rank_zero_only.rank == 0 and self.command_line is not None:
+            files = [self.config[self.subcommand].data.prompts_file or ""]
+            record_finished(self.trainer.default_root_dir, self.command_line, files, prompts)
 
 
 def where_it_runs(trainer: Trainer, precision_why: str = "") -> str:
@@ -166,30 +175,39 @@ def where_it_runs(trainer: Trainer, precision_why: str = "") -> str:
     )
 
 
-def idle_cores(read_stat: Callable[[], str] | None = None, window: float = 0.3) -> int:
+def idle_cores(
+    read_stat: Callable[[], str] | None = None, window: float = 0.3, since: tuple[float, float, str] | None = None
+) -> int:
     """The CPU threads a run uses unless ``OMP_NUM_THREADS`` says otherwise: the cores this process may use minus
     those other processes keep busy now, at least one. Torch's default, a thread a core, oversubscribes a busy
     machine: on 2 shared cores the quickstart took 166 s instead of 36 s with one thread.
 
-    Busy cores are measured from ``/proc/stat`` over ``window`` seconds while this process waits, so a run that
-    just ended (whose load the 1-minute load average still holds) counts as idle. Where ``/proc/stat`` cannot be
-    read, the 1-minute load average stands in.
+    Busy cores are measured from ``/proc/stat``: since ``since`` (a ``usage.cpu_reading()`` taken as the imports
+    began, at least ``window`` seconds and at most a minute ago), less this process's own CPU time, or else over
+    ``window`` seconds while this process waits. A run that just ended (whose load the 1-minute load average still
+    holds) counts as idle. Where ``/proc/stat`` cannot be read, the 1-minute load average stands in.
 
     Args:
         read_stat: returns the text of ``/proc/stat`` (a stand-in for tests).
-        window: seconds between the two readings.
+        window: the shortest window, in seconds.
+        since: ``(wall clock, this process's CPU seconds, /proc/stat)`` at the window's start.
     """
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     try:
         read_stat = read_stat or (lambda: Path("/proc/stat").read_text())
-        before = cpu_times(read_stat())
-        time.sleep(window)
-        after = cpu_times(read_stat())
+        own = 0.0  # cores this process kept busy in the window
+        if since is not None and since[2] and window <= time.monotonic() - since[0] <= 60:
+            own = (time.process_time() - since[1]) / (time.monotonic() - since[0])
+        else:
+            since = (0.0, 0.0, read_stat())
+            time.sleep(window)
+        before, after = cpu_times(since[2]), cpu_times(read_stat())
         busy = sum(
             (after[c][0] - before[c][0]) / max(1, after[c][1] - before[c][1])
             for c in cores
             if c in before and c in after
         )
+        busy = max(0.0, busy - own)
     except (OSError, ValueError):
         busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return max(1, min(len(cores), round(len(cores) - busy)))
@@ -254,9 +272,7 @@ def check_config_files(args: list[str]) -> None:
     Raises:
         UsageError: ``FILE:LINE: not valid YAML: <the problem>``.
     """
-    paths = [b for a, b in pairwise(args) if a in ("-c", "--config")]
-    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
-    for path in paths:
+    for path in option_values(args, "-c", "--config"):
         try:
             yaml.compose(Path(path).read_text(encoding="utf-8"))  # the syntax only: tags are jsonargparse's to refuse
         except (OSError, UnicodeDecodeError):
@@ -319,7 +335,7 @@ def run(args: list[str] | None = None, fit: bool = True) -> InversionCLI:
                 "fit": {"description": FIT_DESCRIPTION, "exit_on_error": False},
             },
             trainer_defaults={
-                "default_root_dir": "runs/clip-inversion",
+                "default_root_dir": DEFAULT_RUN_DIR,
                 "max_epochs": -1,  # the data module sets it to the number of prompt batches
                 "use_distributed_sampler": False,
                 "num_sanity_val_steps": 0,

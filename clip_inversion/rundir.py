@@ -5,10 +5,14 @@ A prompt is finished when its line is in the manifest; its image is written (thr
 and a rename) before that line, so a run killed at any moment leaves no half-written file and no line
 without its image. ``run.json`` holds the settings that shape an image; a directory holding results is
 only continued with the same settings, so a manifest never mixes images made in different ways.
+``finished.json`` names the command line that left nothing to do, so that its rerun answers without
+importing torch (:func:`finished_before`). Importing this module imports no torch.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
@@ -18,18 +22,19 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
-from typing import Any
-
-from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.utils import save_image
+from typing import TYPE_CHECKING, Any
 
 from clip_inversion.errors import UsageError
 
+if TYPE_CHECKING:
+    from torch import Tensor
+
 MANIFEST = "manifest.jsonl"
 RUN_FILE = "run.json"
-RESULTS = (MANIFEST, RUN_FILE, "images", "snapshots", "checkpoints")  # what --fresh deletes
+FINISHED = "finished.json"
+RESULTS = (MANIFEST, RUN_FILE, FINISHED, "images", "snapshots", "checkpoints")  # what --fresh deletes
 
 
 def safe_name(text: str, max_length: int = 60) -> str:
@@ -62,6 +67,8 @@ def check_writable(run_dir: str | Path) -> None:
 
 def atomic_save_image(image: Tensor, path: Path) -> None:
     """Write a ``(3, H, W)`` image in [0, 1] as PNG through a temporary file and a rename."""
+    from torchvision.utils import save_image
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
     os.close(fd)
@@ -169,9 +176,82 @@ def claim(run_dir: str | Path, settings: dict[str, Any], fresh: bool = False, wr
     if not write:
         return
     check_writable(run_dir)
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".tmp-", suffix=".json")
+    _write_json(path, {"settings": settings})
+
+
+def record_finished(run_dir: str | Path, command: list[str], files: list[str], prompts: int) -> None:
+    """Write ``finished.json``: this command line left nothing to do in ``run_dir`` (``prompts`` finished).
+
+    Args:
+        run_dir: the run directory, as the command named it.
+        command: the command line's arguments (``["fit", "--config", ...]``).
+        files: files the command read that its arguments do not name (a config's prompts file).
+        prompts: the prompts finished.
+    """
+    stamp = {**_fingerprint(command, files), "results": _results(run_dir), "prompts": prompts}
+    with contextlib.suppress(OSError):  # a shortcut only: a directory that cannot take it reruns the whole way
+        _write_json(Path(run_dir) / FINISHED, stamp)
+
+
+def finished_before(run_dir: str | Path, command: list[str]) -> int | None:
+    """The prompts finished when this same command line last left nothing to do in ``run_dir``, or ``None``
+    unless everything it depends on is as it was then: the arguments, the working directory, the bytes of the
+    files it read, clip-inversion's code and its libraries' versions, the manifest and ``run.json``, and every
+    finished prompt's image."""
+    path = Path(run_dir) / FINISHED
+    try:
+        stamp = json.loads(path.read_text(encoding="utf-8"))
+        same = {k: stamp[k] for k in ("command", "cwd", "files", "code")} == _fingerprint(command, stamp["files"])
+        return stamp["prompts"] if same and stamp["results"] == _results(run_dir) else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _fingerprint(command: list[str], files: list[str]) -> dict[str, Any]:
+    """The command, the working directory, a digest of every file it names or read, and the code's version."""
+    named = [a.split("=", 1)[-1] for a in command]  # "--data.prompts_file=p.txt" names p.txt
+    paths = sorted({p for p in [*named, *files] if p and os.path.isfile(p)})
+    return {"command": list(command), "cwd": os.getcwd(), "files": {p: _digest(Path(p)) for p in paths},
+            "code": _code_version()}  # fmt: skip
+
+
+def _results(run_dir: str | Path) -> dict[str, Any]:
+    """Digests of the manifest and ``run.json``, and how many recorded prompts still have their image."""
+    run_dir = Path(run_dir)
+    return {
+        "manifest": _digest(run_dir / MANIFEST),
+        "run": _digest(run_dir / RUN_FILE),
+        "images": len(finished(run_dir)),
+    }
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _code_version() -> str:
+    """A digest of clip-inversion's source files (names, sizes, times) and the versions of the libraries that
+    parse and resolve a config: another version may resolve the same command line otherwise."""
+    package, digest = Path(__file__).parent, hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(package)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    for dist in ("torch", "lightning", "jsonargparse", "open_clip_torch", "kornia"):
+        try:
+            digest.update(f"{dist}={metadata.version(dist)}\n".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{dist}=none\n".encode())
+    return digest.hexdigest()
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Write JSON through a temporary file and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({"settings": settings}, f, indent=1, ensure_ascii=False)
+        json.dump(value, f, indent=1, ensure_ascii=False)
     os.replace(tmp, path)
 
 
@@ -232,6 +312,8 @@ class Inversion:
 
 def read_manifest(run_dir: str | Path) -> list[Inversion]:
     """Every inversion recorded in a run directory with its image, in manifest order (withheld ones left out)."""
+    from torchvision.io import ImageReadMode, decode_image
+
     run_dir = Path(run_dir)
     return [
         Inversion(r["prompt"], decode_image(str(run_dir / r["image"]), mode=ImageReadMode.RGB).float() / 255, r)

@@ -9,13 +9,17 @@ else goes to. The other commands' argparse parsers live here, so their ``--help`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from collections.abc import Callable
 from importlib import import_module
+from pathlib import Path
 
 DESCRIPTION = "Invert a frozen CLIP model: optimise an image for each prompt until the model sees the prompt in it."
 FIT_DESCRIPTION = "Invert prompts into images in a run directory (images, snapshots, manifest.jsonl)."
 SHORT, FULL = ("-h", "--help"), ("--help=full", "--help-all")
+DEFAULT_RUN_DIR = "runs/clip-inversion"  # --trainer.default_root_dir when neither a config nor the command sets it
 
 TOP_HELP = f"""usage: clip-inversion [-h] {{fit}} ...
 
@@ -68,15 +72,85 @@ def help_request(args: list[str]) -> str | None:
     return "short" if any(a in SHORT for a in args) else None
 
 
+def cpu_reading() -> tuple[float, float, str]:
+    """``(wall clock, this process's CPU seconds, the text of /proc/stat or "")`` now: the start of a window over
+    which ``cli.idle_cores`` measures what other processes keep busy."""
+    try:
+        stat = Path("/proc/stat").read_text()
+    except OSError:
+        stat = ""
+    return time.monotonic(), time.process_time(), stat
+
+
+STARTED: tuple[float, float, str] | None = None  # cpu_reading() as the heavy imports begin
+
+
 def hand_over(target: str, args: list[str]) -> None:
     """Run ``target`` (``"module:function"``) on ``args``, importing it (torch, Lightning, the models) only now."""
+    global STARTED
+    STARTED = cpu_reading()
     module, _, function = target.partition(":")
     getattr(import_module(module), function)(args)
 
 
-def lightning_entry(prog: str, short: Callable[[list[str]], str], target: str) -> Callable[[list[str] | None], None]:
+def nothing_left(done: int, run_dir: str | Path) -> str:
+    """What a command whose prompts are all finished says."""
+    return f"Nothing left to do: {done} of {done} prompts finished in {run_dir}"
+
+
+def option_values(args: list[str], *options: str) -> list[str]:
+    """Every value the command line gives one of ``options``, in order (``--option VALUE`` or ``--option=VALUE``)."""
+    values = []
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name in options and (eq or i + 1 < len(args)):
+            values.append(value if eq else args[i + 1])
+    return values
+
+
+def named_run_dir(args: list[str]) -> str:
+    """The run directory a ``fit`` command line names: its last ``--trainer.default_root_dir``, else that of the
+    last ``--config`` that sets one, else the default, normalised as Lightning does. A guess from the words alone
+    (no config is resolved): :func:`answer_finished` trusts it only where the directory's ``finished.json`` names
+    this command line."""
+    import yaml
+
+    found = DEFAULT_RUN_DIR
+    for path in option_values(args, "-c", "--config"):
+        try:
+            trainer = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("trainer") or {}
+            found = trainer.get("default_root_dir") or found
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+            continue
+    found = (option_values(args, "--trainer.default_root_dir") or [found])[-1]
+    return os.path.normpath(os.path.expanduser(str(found)))
+
+
+def answer_finished(args: list[str]) -> bool:
+    """Answer a rerun of a ``fit`` command line that left nothing to do, without importing torch: True when
+    answered, False when the command must run (anything it depends on changed, or it never finished)."""
+    from clip_inversion.rundir import finished_before
+
+    if not args or args[0] != "fit" or any(a.startswith(("--fresh", "--print_config")) for a in args):
+        return False
+    run_dir = named_run_dir(args)
+    done = finished_before(run_dir, args)
+    if done is None:
+        return False
+    rank = next(
+        (os.environ[k] for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK") if k in os.environ), "0"
+    )
+    if rank == "0":  # as Lightning's rank_zero_only decides
+        print(f"clip-inversion: {nothing_left(done, run_dir)}", file=sys.stderr, flush=True)
+    return True
+
+
+def lightning_entry(
+    prog: str, short: Callable[[list[str]], str], target: str, answer: Callable[[list[str]], bool] | None = None
+) -> Callable[[list[str] | None], None]:
     """The entry point of ``prog``, a LightningCLI command whose ``--help`` is ``short(args)`` and whose
-    ``--help=full`` is the parser's; everything else goes to ``target``."""
+    ``--help=full`` is the parser's; a command line that ``answer(args)`` answers goes no further, everything
+    else goes to ``target``."""
 
     def entry(args: list[str] | None = None) -> None:
         args = sys.argv[1:] if args is None else list(args)
@@ -86,6 +160,8 @@ def lightning_entry(prog: str, short: Callable[[list[str]], str], target: str) -
             return
         if wanted == "full":
             args = ["--help" if a in FULL else a for a in args]
+        elif answer is not None and answer(args):
+            return
         hand_over(target, args)
 
     entry.__doc__ = f"Entry point of ``{prog}``."
@@ -93,7 +169,7 @@ def lightning_entry(prog: str, short: Callable[[list[str]], str], target: str) -
 
 
 main = lightning_entry(
-    "clip-inversion", lambda args: FIT_HELP if "fit" in args else TOP_HELP, "clip_inversion.cli:main"
+    "clip-inversion", lambda args: FIT_HELP if "fit" in args else TOP_HELP, "clip_inversion.cli:main", answer_finished
 )
 
 TRAIN_TOY_HELP = """usage: clip-inversion-train-toy fit [-c CONFIG ...] [--OPTION=VALUE ...]
