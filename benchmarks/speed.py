@@ -59,6 +59,11 @@ def since(start: tuple[float, float], device: str) -> tuple[float, float]:
     return end[0] - start[0], end[1] - start[1]
 
 
+def spec(args: argparse.Namespace) -> CLIPSpec:
+    """The CLIP every row inverts: ``--model``, with ``--pretrained`` weights from ``--cache-dir`` if given."""
+    return CLIPSpec(args.model, args.pretrained, args.cache_dir)
+
+
 def released_tv(x: torch.Tensor) -> torch.Tensor:
     """The released ``TotalVariation``: per-channel L2 norms over (H, W), averaged, in four directions."""
     diffs = (
@@ -75,7 +80,7 @@ def reference_loop(args: argparse.Namespace, prompt: str, anomaly: bool) -> tupl
 
     Returns (wall, CPU) seconds: steady (after warm-up), whole schedule (model loading excluded).
     """
-    clip = load_clip(CLIPSpec(args.model)).to(args.device)
+    clip = load_clip(spec(args)).to(args.device)
     model = clip.model  # frozen (freeze_module in the release): no weight gradients
     torch.autograd.set_detect_anomaly(anomaly)
     with torch.no_grad():
@@ -130,7 +135,7 @@ def ours(args: argparse.Namespace, prompts: list[str], batch_size: int, fast: bo
     """clip-inversion's module, data and callbacks under a Lightning Trainer; as :func:`reference_loop`."""
     timer = StepTimer(args.device, args.warmup)
     module = CLIPInversion(
-        CLIPSpec(args.model),
+        spec(args),
         steps=args.steps,
         init_size=args.sizes[0],
         copies=args.copies,
@@ -160,7 +165,7 @@ def step_flops(args: argparse.Namespace) -> float:
     """FLOPs of one copy's forward and input-gradient backward through the image tower at its input size."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    clip = load_clip(CLIPSpec(args.model)).to(args.device)
+    clip = load_clip(spec(args)).to(args.device)
     images = torch.rand(1, 3, *clip.image_size, device=args.device, requires_grad=True)
     with FlopCounterMode(display=False) as counter:
         clip.encode_image(images).sum().backward()
@@ -223,6 +228,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--model", default="toy-subject", help="bundled name or open_clip architecture (random)")
+    parser.add_argument("--pretrained", help="the architecture's pretrained tag or weights file (default: random)")
+    parser.add_argument("--cache-dir", help="where the tag's weights are cached (default: the Hugging Face cache)")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--diff-steps", type=int, default=40, help="extra steps for step-count differencing")
     parser.add_argument("--copies", type=int, default=13)

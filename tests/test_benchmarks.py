@@ -2,6 +2,9 @@
 
 import importlib.util
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import open_clip
@@ -10,6 +13,7 @@ import torch
 from PIL import Image
 from scipy.stats import binomtest
 
+from clip_inversion.errors import UsageError
 from clip_inversion.rundir import read_manifest
 
 ROOT = Path(__file__).parents[1]
@@ -126,3 +130,76 @@ def test_a_steps_operator_calls_do_not_grow_with_the_prompts(monkeypatch):
     spec.loader.exec_module(ops)
     one, many = ops.count(1, warmup=2), ops.count(8, warmup=2)
     assert one > 100 and many <= 1.1 * one, (one, many)
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+    sys.path.insert(0, str(SPEED.parent))  # it imports speed.py, its sibling
+    try:
+        spec = importlib.util.spec_from_file_location("gpu_check", SPEED.parent / "gpu_check.py")
+        module = sys.modules["gpu_check"] = importlib.util.module_from_spec(spec)  # its dataclasses look it up
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.pop(0)
+    return module
+
+
+def test_the_gpu_check_runs_its_whole_path_on_the_cpu(tmp_path):
+    command = [sys.executable, str(SPEED.parent / "gpu_check.py"), "--smoke", "--out", str(tmp_path)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    last = re.fullmatch(r"prompts_per_hour=(\d+) mfu=n/a peak_gib=([0-9.]+)", out.stdout.strip().splitlines()[-1])
+    assert last, out.stdout[-500:]
+    results = json.loads((tmp_path / "gpu_check.json").read_text())
+    measured = {(r["name"], r["batch"]) for r in results["rows"]}
+    released = ("released loop (anomaly detection on)", 1)
+    assert {released, ("paper", 1), ("paper", 4), ("paper", 8), ("fast", 8), ("fast + compile", 8)} <= measured
+    assert results["largest"] == {"paper": 16, "fast": 16}  # doubled from 8 to the smoke's cap
+    assert [r["devices"] for r in results["rows"] if "devices" in r] == [2]  # the user's command, 2 processes
+    timed = [r for r in results["rows"] if "step_s" in r]
+    best = max((r for r in timed if (r["name"], r["batch"]) != released), key=lambda r: r["prompts_per_hour"])
+    assert int(last[1]) == round(best["prompts_per_hour"]) and float(last[2]) == round(best["peak_gib"], 2)
+    table = (tmp_path / "gpu_check.md").read_text()
+    assert sum(line.startswith(("| paper |", "| fast", "| released")) for line in table.splitlines()) == len(timed)
+
+
+@pytest.mark.parametrize(
+    ("name", "peak"),
+    [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12),
+     ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA GeForce RTX 4090", None)],
+)  # fmt: skip
+def test_the_gpu_checks_peak_is_read_from_the_device_name(gpu_check, monkeypatch, name, peak):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: name)
+    assert gpu_check.bf16_peak("cuda") == peak
+    assert gpu_check.bf16_peak("cpu") is None
+
+
+def test_a_gpu_check_row_counts_work_and_a_batch_that_does_not_fit_is_left_out(gpu_check, monkeypatch, tmp_path):
+    check = gpu_check.Check(gpu_check.SMOKE, "cpu", tmp_path, tmp_path, "abc")
+    check.results["flops"] = 2e9
+    monkeypatch.setattr(gpu_check, "bf16_peak", lambda device: 1e12)
+    row = check.measure("paper", 8, lambda: 0.5)
+    assert row["prompts_per_hour"] == pytest.approx(3600 * 8 / (3400 * 0.5))  # the paper's 3400 steps a batch
+    assert row["mfu"] == pytest.approx(2e9 * 8 / 0.5 / 1e12) and row["prompt_step_s"] == 0.0625
+
+    def out_of_memory() -> float:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    def explained() -> float:  # as the module's step raises it: a UsageError from the OutOfMemoryError
+        try:
+            out_of_memory()
+        except torch.OutOfMemoryError as e:
+            raise UsageError("out of cuda memory inverting 64 prompts") from e
+
+    def other() -> float:
+        raise UsageError("--model.steps must be at least 1")
+
+    assert check.measure("paper", 64, out_of_memory) is None and check.measure("paper", 64, explained) is None
+    with pytest.raises(UsageError):
+        check.measure("paper", 64, other)
+    assert [r["batch"] for r in json.loads((tmp_path / "gpu_check.json").read_text())["rows"]] == [8]
+
+    fits = []
+    monkeypatch.setattr(check, "ours", lambda variant, batch: fits.append(batch) or (batch <= 24))
+    check.plan = gpu_check.FULL
+    assert check.largest("paper", 8) == 16 and fits == [16, 32]  # doubling until the first that does not fit

@@ -17,6 +17,7 @@ px): ours with the schedule, steps and start size read from ``configs/paper.yaml
 transcribed ones, both shrunk the same way. The images must agree after every step.
 """
 
+import sys
 import warnings
 from pathlib import Path
 
@@ -27,7 +28,6 @@ import torch.nn.functional as F
 import yaml
 from lightning import Callback
 from open_clip.transformer import QuickGELU
-from safetensors.torch import save_file
 from torchvision.io import decode_image
 from torchvision.transforms import InterpolationMode, Normalize, Resize
 
@@ -245,15 +245,13 @@ def test_paper_config_is_the_released_loop_step_for_step(tmp_path):
 
 
 def plant_openai_weights(cache: Path) -> None:
-    """Random ViT-B/16 weights where open_clip looks for the ``openai`` tag's, so its real path runs offline."""
-    repo = cache / "models--timm--vit_base_patch16_clip_224.openai"
-    revision = "0" * 40
-    (repo / "snapshots" / revision).mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(revision)
-    weights = open_clip.create_model("ViT-B-16").state_dict()
-    weights = {k: v.half().contiguous() for k, v in weights.items()}
-    save_file(weights, repo / "snapshots" / revision / "open_clip_model.safetensors")
+    """``benchmarks/gpu_check.py``'s planting: random ViT-B/16 weights where open_clip looks for OpenAI's."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    try:
+        from gpu_check import plant_openai_weights as plant
+    finally:
+        sys.path.pop(0)
+    plant(cache)
 
 
 def test_paper_config_inverts_openai_weights_with_quick_gelu(tmp_path, monkeypatch):
