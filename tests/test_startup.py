@@ -71,6 +71,7 @@ def another_option(command: list[str], run_dir: Path) -> list[str]:
 
 
 def fresh(command: list[str], run_dir: Path) -> list[str]:
+    main([*command, "--fresh"])  # finished too, and recorded: --fresh asks for it again all the same
     return [*command, "--fresh"]
 
 
