@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision.utils
 
 import clip_inversion.core.clip
 import clip_inversion.module
-import clip_inversion.rundir
 from clip_inversion.cli import main, run
 from clip_inversion.data import Prompt, plan
 
@@ -317,7 +317,7 @@ def test_a_nan_stop_survives_a_resume_from_the_last_checkpoint(tmp_path, monkeyp
 
 def test_a_full_disk_fails_in_one_line_and_the_rerun_completes_the_sweep(tmp_path, monkeypatch, capsys):
     args = quickstart(tmp_path, "--model.steps=2", "--data.prompts=[a red circle, a blue star]", "--data.batch_size=1")
-    save, calls = clip_inversion.rundir.save_image, []
+    save, calls = torchvision.utils.save_image, []  # what rundir.atomic_save_image calls
 
     def full_after_the_first_image(image, path, **kwargs):
         calls.append(path)
@@ -325,7 +325,7 @@ def test_a_full_disk_fails_in_one_line_and_the_rerun_completes_the_sweep(tmp_pat
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         save(image, path, **kwargs)
 
-    monkeypatch.setattr(clip_inversion.rundir, "save_image", full_after_the_first_image)
+    monkeypatch.setattr(torchvision.utils, "save_image", full_after_the_first_image)
     with pytest.raises(SystemExit) as exit_:
         main(args)
     assert exit_.value.code == 2
@@ -333,7 +333,7 @@ def test_a_full_disk_fails_in_one_line_and_the_rerun_completes_the_sweep(tmp_pat
     assert "No space left on device" in line and "rerun the same command" in line
     assert [r["prompt"] for r in records(tmp_path)] == ["a red circle"]  # the finished prompt is kept
     assert not list(tmp_path.glob("images/.tmp-*")), "no half-written file is left"
-    monkeypatch.setattr(clip_inversion.rundir, "save_image", save)  # space freed: the same command again
+    monkeypatch.setattr(torchvision.utils, "save_image", save)  # space freed: the same command again
     cli = run(args)
     assert [r["prompt"] for r in records(tmp_path)] == ["a red circle", "a blue star"]
     assert cli.trainer.global_step == 2  # only the unfinished prompt was inverted
