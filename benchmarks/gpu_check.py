@@ -25,7 +25,9 @@ Prompts per GPU-hour are ``3600 * batch / (3400 * step time)``: the paper's 3400
 input). ``--smoke`` runs the same code on the CPU with the bundled toy CLIP at 64 px, 2 steps a measurement,
 batches 1, 4 and 8 and doubling to at most 16 (a CPU does not run out of memory in time), compiling once.
 
-Writes ``gpu_check.json`` (after every measurement, so a run cut short keeps what it measured) and
+A row that fails (other than by running out of memory) is listed with its error and the check goes on; no row
+starts after ``--budget`` seconds; the exit status is 1 when a row failed or was skipped. Writes
+``gpu_check.json`` (after every measurement, so a run cut short keeps what it measured) and
 ``gpu_check.md`` to ``--out``; the last line printed is ``prompts_per_hour=P mfu=M peak_gib=G`` for the paper's
 settings at their fastest measured configuration (``mfu=n/a`` where the device's peak is not known, the CPU
 among them).
@@ -56,7 +58,7 @@ from open_clip.transformer import QuickGELU
 from safetensors.torch import save_file
 
 from clip_inversion.core.clip import CLIPSpec, load_clip
-from clip_inversion.errors import UsageError
+from clip_inversion.errors import first_line
 from clip_inversion.precision import resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,8 +127,9 @@ def peak_bytes(device: str) -> int:
 class Check:
     """Runs the measurements on one device, keeping every result in ``self.results`` and on disk."""
 
-    def __init__(self, plan: Plan, device: str, out: Path, cache: Path, commit: str) -> None:
+    def __init__(self, plan: Plan, device: str, out: Path, cache: Path, commit: str, budget: float = 1e9) -> None:
         self.plan, self.device, self.out, self.cache = plan, device, out, cache
+        self.deadline = time.monotonic() + budget  # no row starts after it
         self.results: dict = {
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "device": torch.cuda.get_device_name() if device == "cuda" else f"CPU ({platform.processor() or 'cpu'})",
@@ -136,6 +139,7 @@ class Check:
             "settings": {"copies": plan.copies, "size": plan.size, "steps": plan.steps, "warmup": plan.warmup},
             "memory": "allocated" if device == "cuda" else "process peak RSS",  # what peak_gib counts
             "rows": [],
+            "failed": [],  # rows that raised (not out of memory) or were skipped, with why
         }
 
     def args(self, flags: list[str], batch: int) -> argparse.Namespace:
@@ -152,7 +156,13 @@ class Check:
         (self.out / "gpu_check.json").write_text(json.dumps(self.results, indent=1))
 
     def measure(self, name: str, batch: int, run: Callable[[], float]) -> dict | None:
-        """One row: ``run()`` returns the steady step time; ``None`` when the batch does not fit."""
+        """One row: ``run()`` returns the steady step time. ``None`` when the batch does not fit, when the time
+        budget is spent (the row is listed as skipped), or when the row fails (listed with its error: on a lent
+        device one failing row must not cost the others)."""
+        if time.monotonic() > self.deadline:
+            self.results["failed"].append({"name": name, "batch": batch, "error": "skipped: the time budget is spent"})
+            self.save()
+            return None
         gc.collect()
         if self.device == "cuda":
             torch.cuda.empty_cache()
@@ -160,10 +170,14 @@ class Check:
         start = time.perf_counter()
         try:
             step = run()
-        except (torch.OutOfMemoryError, UsageError) as e:
-            if not isinstance(e, torch.OutOfMemoryError) and not isinstance(e.__cause__, torch.OutOfMemoryError):
-                raise
-            print(f"{name}, batch {batch}: out of memory", flush=True)
+        except Exception as e:
+            if isinstance(e, torch.OutOfMemoryError) or isinstance(e.__cause__, torch.OutOfMemoryError):
+                print(f"{name}, batch {batch}: out of memory", flush=True)
+                return None
+            error = f"{type(e).__name__}: {first_line(e)}"
+            self.results["failed"].append({"name": name, "batch": batch, "error": error})
+            self.save()
+            print(f"{name}, batch {batch}: failed, {error}", flush=True)
             return None
         finally:
             gc.collect()
@@ -226,7 +240,7 @@ class Check:
         command += ["--trainer.enable_progress_bar=false", "--writer.snapshot_steps=[]"]
         env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
         start = time.perf_counter()
-        subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wall = time.perf_counter() - start
         row = {"name": f"clip-inversion fit, {devices} devices", "batch": batch, "devices": devices, "wall_s": wall}
         row["prompts_per_hour"] = 3600 * devices * batch / (wall * PAPER_STEPS / p.steps)
@@ -253,15 +267,18 @@ class Check:
         if largest > at and p.compile_largest:
             self.ours("fast + compile", largest)
         devices = torch.cuda.device_count() if self.device == "cuda" else 2  # the smoke runs 2 CPU processes
-        if devices > 1:
-            self.ddp(devices, at)
+        if devices > 1 and time.monotonic() < self.deadline:
+            try:
+                self.ddp(devices, at)
+            except (OSError, subprocess.CalledProcessError) as e:
+                self.results["failed"].append({"name": "clip-inversion fit", "batch": at, "error": first_line(e)})
         self.save()
 
 
 def table(results: dict) -> str:
     """The Markdown table of a check's rows, with its header line."""
     rows = [r for r in results["rows"] if "step_s" in r]
-    released = next(r for r in rows if r["name"].startswith("released"))
+    released = next((r for r in rows if r["name"].startswith("released")), None)
     eager = {r["batch"]: r for r in rows if r["name"] == "paper"}
     lines = [
         f"{results['date']}, {results['device']}, commit {results['commit']}, torch {results['torch']}, "
@@ -280,9 +297,11 @@ def table(results: dict) -> str:
         memory = f"{r['peak_gib'] / r['batch']:.2f} GiB" if results["memory"] == "allocated" else "n/a"
         lines.append(
             f"| {r['name']} | {r['batch']} | {1000 * r['step_s']:.1f} ms | {1000 * r['prompt_step_s']:.2f} ms "
-            f"| {r['prompts_per_hour']:.0f} | {versus} | {released['prompt_step_s'] / r['prompt_step_s']:.1f}x "
+            f"| {r['prompts_per_hour']:.0f} | {versus} | {times(released, r)} "
             f"| {mfu} | {memory} |"
         )
+    for r in results["failed"]:
+        lines.append(f"\n{r['name']}, batch {r['batch']}: {r['error']}")
     for r in results["rows"]:
         if "devices" in r:
             each = f"{r['batch']} prompts each: {r['prompts_per_hour']:.0f} prompts per hour in all"
@@ -290,9 +309,16 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def times(released: dict | None, row: dict) -> str:
+    """How many times faster a prompt-step of ``row`` is than the released loop's."""
+    return f"{released['prompt_step_s'] / row['prompt_step_s']:.1f}x" if released else "-"
+
+
 def summary(results: dict) -> str:
     """``prompts_per_hour=P mfu=M peak_gib=G``: the paper's settings at their fastest measured configuration."""
     rows = [r for r in results["rows"] if "step_s" in r and not r["name"].startswith("released")]
+    if not rows:
+        return "prompts_per_hour=n/a mfu=n/a peak_gib=n/a"
     best = max(rows, key=lambda r: r["prompts_per_hour"])
     mfu = f"{best['mfu']:.3f}" if best["mfu"] is not None else "n/a"
     return f"prompts_per_hour={best['prompts_per_hour']:.0f} mfu={mfu} peak_gib={best['peak_gib']:.2f}"
@@ -303,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="the same code on the CPU: toy model, tiny sizes")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "gpu-check", help="where the results go")
     parser.add_argument("--commit", default="", help="the commit measured (default: git's, where there is one)")
+    parser.add_argument("--budget", type=float, default=450, help="seconds after which no row starts (default 450)")
     args = parser.parse_args(argv)
     for name in ("lightning.pytorch", "lightning.fabric"):  # the banner and tips of every row's Trainer
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -321,12 +348,14 @@ def main(argv: list[str] | None = None) -> None:
         if plan.pretrained:
             plant_openai_weights(Path(cache))
             huggingface_hub.constants.HF_HUB_OFFLINE = True
-        check = Check(plan, device, args.out, Path(cache), commit or "unknown")
+        check = Check(plan, device, args.out, Path(cache), commit or "unknown", args.budget)
         check.run()
     text = table(check.results)
     (args.out / "gpu_check.md").write_text(text)
     print(text)
     print(summary(check.results))
+    if check.results["failed"]:
+        sys.exit(1)  # after the table: what did run is kept
 
 
 if __name__ == "__main__":
