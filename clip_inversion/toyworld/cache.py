@@ -106,7 +106,8 @@ def train_world(seed: int, cache: str | Path, recipes: dict[str, Recipe] | None 
 
     Returns:
         The world's record: ``world`` (its description), ``subject`` and ``judge`` (tower, recipe, ``seconds``,
-        ``accuracy`` among the held-out and the judging template's captions on fresh scenes, ``path``), ``cached``.
+        ``accuracy`` among the held-out and the judging template's captions on fresh scenes, ``path``), ``seconds``
+        (both models with their evaluation) and ``cached``.
     """
     recipes = recipes or RECIPES
     world, towers = draw_world(seed), dict(zip(ROLES, draw_towers(seed, draw_world(seed).image_size)))
@@ -115,6 +116,7 @@ def train_world(seed: int, cache: str | Path, recipes: dict[str, Recipe] | None 
     stored = read_world(cache, seed)
     if stored and all(stored[role]["recipe"] == wanted[role] for role in ROLES):
         return {**stored, "cached": True}
+    start = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CAPTIONS_TXT).write_text("".join(c + "\n" for c in world.captions_of()))
     record = {"world": world.describe()}
@@ -130,6 +132,7 @@ def train_world(seed: int, cache: str | Path, recipes: dict[str, Recipe] | None 
             "accuracy": _accuracy(world, folder / role, recipe.eval_scenes),
             "path": role,
         }
+    record["seconds"] = round(time.perf_counter() - start, 1)  # both models, their evaluation included
     (folder / WORLD_JSON).write_text(json.dumps(record, indent=1) + "\n")
     return {**record, "cached": False}
 
@@ -159,7 +162,8 @@ def summary(record: dict) -> str:
         acc = r["accuracy"]["held_out_template"]
         parts.append(f"{role} {r['tower']['label']}: {100 * acc['caption']:.1f}% caption, {r['seconds']:.0f} s")
     w = record["world"]
-    return f"world {w['world_seed']} ({w['image_size']} px, {w['style']}): " + "; ".join(parts)
+    total = f"; {record['seconds']:.0f} s in all" if "seconds" in record else ""
+    return f"world {w['world_seed']} ({w['image_size']} px, {w['style']}): " + "; ".join(parts) + total
 
 
 def main(args: list[str] | None = None) -> None:
