@@ -9,7 +9,15 @@ from safetensors.torch import load_file
 
 from clip_inversion.toyworld.cache import WORLD_JSON, Recipe, read_world, toy_world, train_world, world_dir
 from clip_inversion.toyworld.evaluate import parse_caption
-from clip_inversion.toyworld.family import ALIKE, FAMILY_SHAPES, STYLES, FamilyWorld, draw_world, family_fields
+from clip_inversion.toyworld.family import (
+    ALIKE,
+    FAMILY_SHAPES,
+    IMAGE_SIZES,
+    STYLES,
+    FamilyWorld,
+    draw_world,
+    family_fields,
+)
 from clip_inversion.toyworld.real import write_real
 from clip_inversion.toyworld.towers import draw_towers
 from clip_inversion.toyworld.world import COLOURS, SHAPES
@@ -31,12 +39,13 @@ def test_seeds_vary_what_a_world_is_made_of():
     worlds = [draw_world(s) for s in range(40)]
     towers = [draw_towers(s, w.image_size) for s, w in enumerate(worlds)]
     assert {w.style for w in worlds} == set(STYLES)
-    assert {w.image_size for w in worlds} == {32, 64}
+    assert {w.image_size for w in worlds} == set(IMAGE_SIZES)
     assert len({w.shapes for w in worlds}) > 30 and {s for w in worlds for s in w.shapes} == set(FAMILY_SHAPES)
     assert len({w.backgrounds for w in worlds}) > 10 and len({w.clutter_slots for w in worlds}) == 4
     assert len({tuple(w.palette["red"]) for w in worlds}) == 40
     kinds = {(t.kind, t.patch) for pair in towers for t in pair}
-    assert kinds == {("resnet", 0), ("vit", 8), ("vit", 16)}
+    assert kinds == {("resnet", 0), *(("vit", size // 4) for size in IMAGE_SIZES)}
+    assert {t.layers for pair in towers for t in pair if t.kind == "vit"} == {3, 4}
     assert {t.width for pair in towers for t in pair if t.kind == "vit"} == {48, 64}
     assert {subject.kind for subject, _ in towers} == {"vit", "resnet"}  # either may be the one inverted
     for (subject, judge), world in zip(towers, worlds):

@@ -44,12 +44,7 @@ class Recipe:
 
 
 # By tower kind and image size (``recipe_key``): about 3 minutes or less a model on one CPU thread.
-RECIPES: dict[str, Recipe] = {
-    "resnet-32": Recipe(steps=1200),
-    "resnet-64": Recipe(steps=500),
-    "vit-32": Recipe(steps=4000),
-    "vit-64": Recipe(steps=4000),
-}
+RECIPES: dict[str, Recipe] = {"resnet-32": Recipe(steps=1200), "vit-32": Recipe(steps=4000)}
 
 
 def recipe_key(tower: Tower) -> str:

@@ -2,9 +2,10 @@
 
 A world's subject (the model inverted) and judge (the model that scores inversions) never share an image tower: one
 is a ViT and the other a ResNet (timm's ``test_resnet``), which is which drawn from the world's seed, each with the
-text tower of worlds A and B and its own training seed. The ViT sees a 4 x 4 grid of patches (patch 8 at 32 px,
-16 at 64 px) with fixed 2-D sine-cosine position embeddings, width 48 or 64 and 3 or 4 layers: wider ViTs, finer
-grids and two ViTs in one world did not train to 90% within the 6 minutes a world may take on two CPU cores
+text tower of worlds A and B and its own training seed. The ViT sees a 4 x 4 grid of patches (patch 8 at the
+family's 32 px) with fixed 2-D sine-cosine position embeddings, width 48 or 64 and 3 or 4 layers. Narrower ranges
+than a ViT could take: a patch-16 ViT at 64 px read 88% of its world's fresh renders after 4,000 steps (283 s), and
+two ViTs, or a ViT of width 96-128, do not fit the 6 minutes a world may take on this project's CPU
 (docs/toy-models.md).
 """
 
@@ -29,7 +30,7 @@ class Tower:
     Args:
         kind: ``vit`` or ``resnet``.
         image_size: the world's image side in pixels.
-        patch: a ViT's patch side (``image_size / 4``: 8 or 16); 0 for a ResNet.
+        patch: a ViT's patch side (``image_size / 4``: 8 at 32 px); 0 for a ResNet.
         width: a ViT's width (48 or 64); 0 for a ResNet.
         layers: a ViT's transformer layers; 0 for a ResNet.
         seed: its training seed (``seed_everything`` and the training stream's seed).
@@ -72,7 +73,7 @@ def draw_towers(seed: int, image_size: int) -> tuple[Tower, Tower]:
 
     Args:
         seed: the world's seed.
-        image_size: the world's image side in pixels (32 or 64: the ViT's patch is a quarter of it).
+        image_size: the world's image side in pixels (the ViT's patch is a quarter of it).
 
     Returns:
         ``(subject, judge)``, with training seeds ``1000 + 2 * seed`` and ``1001 + 2 * seed`` (away from the
