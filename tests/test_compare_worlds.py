@@ -103,8 +103,8 @@ def test_nothing_is_reported_before_every_candidate_has_every_tuning_run(
     monkeypatch.setattr("sys.argv", [*argv, "--out", str(tmp_path), "--cache", str(tmp_path)])
     compare.main()
     assert stubbed == [] and "nothing chosen, no fresh world run" in capsys.readouterr().out
-    argv = ["compare_worlds.py", "--tune-worlds", "0", "100", "--fresh-worlds", "100", "101"]
-    monkeypatch.setattr("sys.argv", argv)
+    argv = ["compare_worlds.py", "--tune-worlds", "0", "100", "--fresh-worlds", "100", "101", "--no-run"]
+    monkeypatch.setattr("sys.argv", [*argv, "--out", str(tmp_path), "--cache", str(tmp_path)])  # never runs/
     with pytest.raises(SystemExit):
         compare.main()
 
