@@ -41,7 +41,7 @@ from clip_inversion.data import read_prompts
 from clip_inversion.rundir import MANIFEST, read_records
 from clip_inversion.studies.evaluate import Settings, evaluate
 from clip_inversion.studies.probes import wilson_interval
-from clip_inversion.toyworld.evaluate import WORLDS
+from clip_inversion.toyworld.evaluate import WORLDS, ToyWorld
 from clip_inversion.toyworld.real import write_real
 
 BASELINE = "released"
@@ -49,6 +49,7 @@ RECIPES = {
     BASELINE: ROOT / "configs" / "released-64px.yaml",
     **{p.stem: p for p in sorted((ROOT / "configs" / "recipes").glob("*.yaml"))},
 }
+WORLD_RECIPES = [BASELINE, "das", "implicit", "quickstart-5200"]  # compared on worlds A and B by default
 RELEASED_VIEWS = 13 * 400
 REAL_PER_CAPTION = 4
 
@@ -63,12 +64,20 @@ def run_path(out: Path, recipe: str, world: str, seed: int) -> Path:
     return out / recipe / f"{world}-seed{seed}.json"
 
 
-def run_once(out: Path, recipe: str, world: str, seed: int) -> None:
-    """Invert and judge one (recipe, world, seed) and store its per-caption scores."""
+def run_once(
+    out: Path, recipe: str, world: str, seed: int, toy: ToyWorld | None = None, captions: Path = CAPTIONS
+) -> None:
+    """Invert and judge one (recipe, world, seed) and store its per-caption scores.
+
+    ``world`` names the run (``a``, ``b`` or a family world's ``w<K>``); ``toy`` and ``captions`` give a world that
+    is not in ``WORLDS`` (a family world's, with its own captions file).
+    """
     path = run_path(out, recipe, world, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     config, args = ROOT / "configs" / "quickstart.yaml", ["--config", str(RECIPES[recipe])]
-    scores, seconds = judge_world(seed, config, args, world, per_caption=True, keep=path.with_suffix(""))
+    scores, seconds = judge_world(
+        seed, config, args, toy or world, per_caption=True, keep=path.with_suffix(""), captions=captions
+    )
     record = {"recipe": recipe, "world": world, "seed": seed, "seconds": seconds, **scores}
     path.write_text(json.dumps(record, indent=1))
     print(f"{recipe} world {world} seed {seed}: {scores['caption']:.2f} colour and shape, {seconds:.0f} s", flush=True)
@@ -200,7 +209,7 @@ def protocol(out: Path, recipes: list[str], tune: list[int], report: list[int]) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", nargs="+", choices=sorted(RECIPES), default=list(RECIPES))
+    parser.add_argument("--recipes", nargs="+", choices=sorted(RECIPES), default=WORLD_RECIPES)
     parser.add_argument("--worlds", nargs="+", choices=sorted(WORLDS), default=sorted(WORLDS))
     parser.add_argument("--report-seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4], help="none: choose only")
     parser.add_argument("--tune-seeds", type=int, nargs="*", default=[10, 11])

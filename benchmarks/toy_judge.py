@@ -24,7 +24,7 @@ from pathlib import Path
 from clip_inversion.cli import run
 from clip_inversion.core.clip import CLIPSpec
 from clip_inversion.studies.probes import wilson_interval
-from clip_inversion.toyworld.evaluate import WORLDS, judge_run
+from clip_inversion.toyworld.evaluate import WORLDS, ToyWorld, judge_run
 
 ROOT = Path(__file__).parents[1]
 CAPTIONS = ROOT / "configs" / "prompts" / "toy-world.txt"  # every colour-shape caption of the worlds
@@ -34,9 +34,10 @@ def judge_world(
     seed: int,
     config: str | Path,
     args: list[str] = (),
-    world: str = "a",
+    world: str | ToyWorld = "a",
     per_caption: bool = False,
     keep: str | Path | None = None,
+    captions: str | Path = CAPTIONS,
 ) -> tuple[dict[str, float], float]:
     """Invert a world's 30 colour-shape captions (2 batches of 15) with its subject; score them with its judge.
 
@@ -44,15 +45,17 @@ def judge_world(
         seed: ``--data.seed``: every start image and augmentation draw.
         config: the clip-inversion config, for example ``configs/quickstart.yaml``.
         args: more ``clip-inversion fit`` options, applied after the config and the world's subject.
-        world: a key of ``WORLDS``: ``a`` (the project's world) or ``b`` (the held-out clutter world).
+        world: a key of ``WORLDS``: ``a`` (the project's world) or ``b`` (the held-out clutter world); or a
+            ``ToyWorld`` (a family world's, ``toyworld.cache.toy_world``).
         per_caption: also each caption's scores (:func:`judge_run`'s ``per_caption``).
         keep: the run directory to write and keep (its images and ``manifest.jsonl``; its checkpoints are
             removed); default: a temporary one, removed.
+        captions: the prompts file of the world's captions (default: worlds A and B's 30).
 
     Returns:
         The judge's scores (:func:`judge_run`) and the run's wall time in seconds, model loading included.
     """
-    toy = WORLDS[world]
+    toy = WORLDS[world] if isinstance(world, str) else world
     with contextlib.nullcontext(str(keep)) if keep else tempfile.TemporaryDirectory() as run_dir:
         start = time.perf_counter()
         run(
@@ -62,7 +65,7 @@ def judge_world(
                 str(config),
                 f"--model.clip.model_name={toy.subject}",
                 "--data.prompts=null",
-                f"--data.prompts_file={CAPTIONS}",
+                f"--data.prompts_file={captions}",
                 "--data.batch_size=15",
                 f"--data.seed={seed}",
                 f"--trainer.default_root_dir={run_dir}",

@@ -173,20 +173,43 @@ main = lightning_entry(
 )
 
 TRAIN_TOY_HELP = """usage: clip-inversion-train-toy fit [-c CONFIG ...] [--OPTION=VALUE ...]
+       clip-inversion-train-toy --world-seed K [K ...] --cache DIR
 
 Train a small CLIP on a synthetic shape world and ship it as a bundled model (docs/toy-models.md).
 
   clip-inversion-train-toy fit --config configs/toy/subject.yaml   writes clip_inversion/toyworld/models/toy-subject
   clip-inversion-train-toy fit --config configs/toy/judge.yaml     writes clip_inversion/toyworld/models/toy-judge
+  clip-inversion-train-toy --world-seed 3 --cache runs/worlds      world 3 of the family: DIR/world-3/{subject,judge}
 
 options:
   -c, --config CONFIG   a YAML config of configs/toy/; repeat to compose (last wins)
+  --world-seed K        train world K of the family of worlds (its subject and judge), or read it from the cache
+  --cache DIR           where trained family worlds are kept (with --world-seed)
   -h, --help            show this help; --help=full shows every option with its default
 """
 
-train_toy = lightning_entry(
+_train_toy_fit = lightning_entry(
     "clip-inversion-train-toy", lambda args: TRAIN_TOY_HELP, "clip_inversion.toyworld.train:main"
 )
+
+
+def family_parser() -> argparse.ArgumentParser:
+    """``clip-inversion-train-toy --world-seed``'s options (a family world, not a config)."""
+    parser = argparse.ArgumentParser(
+        prog="clip-inversion-train-toy", description="Train the subject and judge of family worlds, once."
+    )
+    parser.add_argument("--world-seed", type=int, nargs="+", required=True, help="the worlds' seeds")
+    parser.add_argument("--cache", required=True, help="directory of trained worlds (DIR/world-K/)")
+    return parser
+
+
+def train_toy(args: list[str] | None = None) -> None:
+    """Entry point of ``clip-inversion-train-toy``: ``fit`` (a LightningCLI) or ``--world-seed K --cache DIR``."""
+    args = sys.argv[1:] if args is None else list(args)
+    if any(a == "--world-seed" or a.startswith("--world-seed=") for a in args) and not help_request(args):
+        hand_over("clip_inversion.toyworld.cache:main", args)
+    else:
+        _train_toy_fit(args)
 
 
 def sweep_parser() -> argparse.ArgumentParser:

@@ -1,3 +1,7 @@
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import kornia.augmentation as K
 import pytest
 
@@ -26,3 +30,18 @@ def vectorised_augmentations() -> list:
         RandomColorShift(shift=0.1, p=0.5),
         K.RandomGaussianNoise(std=0.05, p=0.5),
     ]
+
+
+@pytest.fixture
+def benchmark(monkeypatch):
+    """``benchmark("compare_recipes")``: a script of benchmarks/ loaded as a module, benchmarks/ on the path."""
+    root = Path(__file__).parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(root))
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, root / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

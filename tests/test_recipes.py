@@ -1,7 +1,6 @@
 """The implicit image, the Direct Ascent Synthesis pyramid, the recipe configs and their comparison."""
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
@@ -109,12 +108,8 @@ def test_every_recipe_runs_and_does_the_released_settings_work(tmp_path, config)
 
 
 @pytest.fixture
-def compare(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("compare_recipes", ROOT / "benchmarks" / "compare_recipes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def compare(benchmark):
+    return benchmark("compare_recipes")
 
 
 def test_the_comparison_pairs_captions_and_chooses_on_one_world_to_report_on_the_other(
@@ -122,7 +117,8 @@ def test_the_comparison_pairs_captions_and_chooses_on_one_world_to_report_on_the
 ):
     captions = [f"caption {i}" for i in range(30)]
 
-    def judge_world(seed, config, args, world, per_caption, keep=None):  # das: 10 more captions right on world A only
+    def judge_world(seed, config, args, world, per_caption, keep=None, **_):
+        # das: 10 more captions right on world A only
         right = 10 * (seed + 1) + (10 if "das" in args[1] and world == "a" else 0)
         per = {c: {"colour": 1.0, "caption": float(i < right), "judge_cosine": 0.5} for i, c in enumerate(captions)}
         return {"caption": right / 30, "judge_cosine": 0.5, "per_caption": per}, 1.0
@@ -148,7 +144,7 @@ def test_the_comparison_pairs_captions_and_chooses_on_one_world_to_report_on_the
 def test_the_comparison_chooses_before_it_reports_and_never_tunes_the_baseline(compare, monkeypatch, tmp_path):
     calls = []
 
-    def judge_world(seed, config, args, world, per_caption, keep=None):
+    def judge_world(seed, config, args, world, per_caption, keep=None, **_):
         calls.append((Path(args[1]).stem, world, seed))
         return {"caption": 0.5, "judge_cosine": 0.5, "per_caption": {"c": {"colour": 1.0, "caption": 0.5}}}, 1.0
 
@@ -167,7 +163,8 @@ def test_the_comparison_scores_the_kept_images_with_the_evaluation_suite(compare
 
     captions = [p.text for p in read_prompts(ROOT / "configs" / "prompts" / "toy-world.txt")]
 
-    def judge_world(seed, config, args, world, per_caption, keep=None):  # das: renders of the world; released: noise
+    def judge_world(seed, config, args, world, per_caption, keep=None, **_):
+        # das: renders of the world; released: noise
         if "das" in args[1]:
             write_real(captions, keep, per_caption=1, seed=100 + seed)
         else:

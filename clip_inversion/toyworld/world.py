@@ -113,6 +113,8 @@ class ShapeWorld:
         held_out_template: the template kept out of training, for zero-shot evaluation.
     """
 
+    KNOWN_SHAPES = SHAPES  # the shape names a world of this class can render (not a field)
+
     image_size: int = 64
     colours: tuple[str, ...] = tuple(COLOURS)
     shapes: tuple[str, ...] = SHAPES
@@ -122,7 +124,7 @@ class ShapeWorld:
 
     def __post_init__(self) -> None:
         self.colours, self.shapes, self.templates = tuple(self.colours), tuple(self.shapes), tuple(self.templates)
-        unknown = (set(self.colours) - set(COLOURS)) | (set(self.shapes) - set(SHAPES))
+        unknown = (set(self.colours) - set(COLOURS)) | (set(self.shapes) - set(self.KNOWN_SHAPES))
         if unknown:
             raise ValueError(f"unknown colours or shapes: {sorted(unknown)}")
         probs = torch.full((len(self.shapes), len(self.colours)), 1.0 / len(self.colours))

@@ -1,0 +1,211 @@
+"""Choose an inversion recipe on a family of worlds, then confirm it against the released settings on fresh ones.
+
+    python benchmarks/compare_worlds.py                                   # train, run what is missing, print
+    python benchmarks/compare_worlds.py --no-run                          # print from the stored runs only
+    python benchmarks/compare_worlds.py --candidates quickstart-5200 every-aug-32 --until 01:30
+
+The protocol, each step on its own worlds (``clip_inversion/toyworld/family.py``; a world's subject and judge are
+trained once into ``--cache`` by ``clip-inversion-train-toy --world-seed K --cache DIR``):
+
+1. Choose: every candidate (``--candidates``, configs of ``configs/recipes/``, each at the released settings' work
+   a prompt within 10%) inverts the 30 captions of each tuning world (``--tune-worlds``, default 0-4) with that
+   world's subject at each ``--tune-seeds``, scored by that world's judge. The candidate with the best mean
+   colour-and-shape accuracy over the tuning worlds is chosen, once every candidate has every tuning run.
+2. Confirm: the chosen recipe and the released settings (``configs/released-64px.yaml``) invert each fresh world's
+   captions (``--fresh-worlds``, default 100-109, never used in choosing) at each ``--report-seeds``.
+
+Prints the tuning table (each candidate's accuracy on each tuning world), then one Markdown row a fresh world: its
+subject's and judge's towers, style, the judge's accuracy on the world's fresh renders, released and chosen
+colour-and-shape accuracy and their paired difference with a 95% bootstrap interval over captions (seeds of a
+caption kept together, ``compare_recipes.paired``); then the difference pooled over fresh worlds (the mean of the
+worlds' differences) with a 95% bootstrap interval over worlds, and the bars: at least +15 points on 8 of 10 worlds,
+the pooled interval's lower end above +10. Runs are stored as ``compare_recipes`` stores them
+(``<out>/<recipe>/w<K>-seed<s>.json``, images beside), so a rerun runs only what is missing. Set
+``OMP_NUM_THREADS=1`` on a busy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from compare_recipes import BASELINE, RECIPES, RELEASED_VIEWS, load, paired, run_once, run_path, signed, views
+from toy_judge import ROOT
+
+from clip_inversion.toyworld.cache import CAPTIONS_TXT, read_world, toy_world, train_world, world_dir
+
+CANDIDATES = ["quickstart-5200", "affine-8-5200", "every-aug-16", "every-aug-32", "das", "implicit", "multiscale-32"]
+TUNE_WORLDS, FRESH_WORLDS = list(range(5)), list(range(100, 110))
+BAR_POINTS, BAR_SHARE, BAR_POOLED_LOW = 15, 0.8, 10  # +15 points on 8 of 10 worlds, pooled lower end +10
+
+
+def name(world: int) -> str:
+    """A family world's name in run paths: ``w<K>``."""
+    return f"w{world}"
+
+
+def late(until: str | None) -> bool:
+    return bool(until) and datetime.now(timezone.utc).strftime("%H:%M") >= until
+
+
+def mean_caption(runs: dict[int, dict]) -> float:
+    """Colour-and-shape accuracy over a world's runs (each run's share of captions read right), in [0, 1]."""
+    return statistics.mean(r["caption"] for r in runs.values())
+
+
+def choose(out: Path, candidates: list[str], worlds: list[int], seeds: list[int]) -> tuple[str | None, dict]:
+    """The candidate with the best mean colour-and-shape accuracy over tuning worlds, from stored runs only.
+
+    Returns:
+        ``(chosen, scores)``: ``scores[recipe][world]`` is the accuracy of each stored (recipe, world);
+        ``chosen`` is ``None`` until every candidate has every tuning world at every seed.
+    """
+    scores = {r: {w: load(out, r, name(w), seeds) for w in worlds} for r in candidates}
+    complete = all(len(runs) == len(seeds) for per_world in scores.values() for runs in per_world.values())
+    scores = {r: {w: mean_caption(runs) for w, runs in per.items() if runs} for r, per in scores.items()}
+    if not complete or not candidates:
+        return None, scores
+    return max(candidates, key=lambda r: statistics.mean(scores[r].values())), scores
+
+
+def world_interval(diffs: list[float], resamples: int = 10_000) -> tuple[float, float, float]:
+    """Mean of the worlds' differences with a 95% bootstrap interval over worlds: ``(mean, low, high)``."""
+    d = torch.tensor(diffs, dtype=torch.float64)
+    picks = torch.randint(len(d), (resamples, len(d)), generator=torch.Generator().manual_seed(0))
+    low, high = torch.quantile(d[picks].mean(dim=1), torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return d.mean().item(), low, high
+
+
+def ensure_world(cache: Path, world: int, until: str | None, run: bool) -> dict | None:
+    """World ``world``'s record from the cache, trained first when ``run`` and not ``late``."""
+    record = read_world(cache, world)
+    if record is None and run and not late(until):
+        record = train_world(world, cache)
+        print(f"trained world {world}", flush=True)
+    return record
+
+
+def invert(out: Path, cache: Path, recipe: str, world: int, seed: int, until: str | None) -> None:
+    """One stored run of ``recipe`` on family world ``world`` at ``seed``, unless stored or ``late``."""
+    if run_path(out, recipe, name(world), seed).is_file() or late(until):
+        return
+    captions = world_dir(cache, world) / CAPTIONS_TXT
+    run_once(out, recipe, name(world), seed, toy=toy_world(cache, world), captions=captions)
+
+
+def judge_accuracy(record: dict) -> float:
+    """The judge's colour-and-shape accuracy on fresh renders, among the captions inversions are judged among."""
+    return record["judge"]["accuracy"]["judge_template"]["caption"]
+
+
+def tuning_table(scores: dict, worlds: list[int], seeds: list[int]) -> None:
+    print(f"Tuning worlds {', '.join(map(str, worlds))} (seeds {', '.join(map(str, seeds))}): colour and shape")
+    print()
+    print("| recipe | views a prompt | " + " | ".join(f"world {w}" for w in worlds) + " | mean |")
+    print("| --- | --- | " + " | ".join("---" for _ in worlds) + " | --- |")
+    for recipe, per in scores.items():
+        cells = [f"{100 * per[w]:.0f}%" if w in per else "-" for w in worlds]
+        mean = f"{100 * statistics.mean(per.values()):.0f}%" if per else "-"
+        print(f"| {recipe} | {views(RECIPES[recipe]):,} | " + " | ".join(cells) + f" | {mean} |")
+    print()
+
+
+def fresh_table(out: Path, cache: Path, chosen: str, worlds: list[int], seeds: list[int]) -> list[float]:
+    """Print a row a fresh world with both recipes' runs; returns the worlds' mean differences, in [-1, 1]."""
+    print(f"Fresh worlds (seeds {', '.join(map(str, seeds))}): {chosen} (chosen) against the released settings")
+    print()
+    print(
+        "| world | subject | judge | style, size | judge accuracy on renders | released | chosen "
+        "| chosen minus released [95% CI] |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    diffs = []
+    for world in worlds:
+        record = read_world(cache, world)
+        runs, base = load(out, chosen, name(world), seeds), load(out, BASELINE, name(world), seeds)
+        both = sorted(set(runs) & set(base))
+        if record is None or not both:
+            continue
+        runs, base = {s: runs[s] for s in both}, {s: base[s] for s in both}
+        mean, low, high = paired(runs, base, "caption")
+        diffs.append(mean)
+        w = record["world"]
+        print(
+            f"| {world} | {record['subject']['tower']['label']} | {record['judge']['tower']['label']} "
+            f"| {w['style']}, {w['image_size']} px | {100 * judge_accuracy(record):.1f}% "
+            f"| {100 * mean_caption(base):.0f}% | {100 * mean_caption(runs):.0f}% | {signed((mean, low, high))} |"
+        )
+    return diffs
+
+
+def verdict(diffs: list[float], planned: int) -> None:
+    """The pooled difference over worlds and whether the bars are reached."""
+    print()
+    if len(diffs) < 2:
+        print(f"- pooled over fresh worlds: {len(diffs)} of {planned} worlds run; no pooled interval")
+        return
+    mean, low, high = world_interval(diffs)
+    ahead, needed = sum(d >= BAR_POINTS / 100 for d in diffs), math.ceil(BAR_SHARE * planned - 1e-9)
+    reached = ahead >= needed and 100 * low > BAR_POOLED_LOW and len(diffs) >= planned
+    print(
+        f"- pooled over {len(diffs)} of {planned} fresh worlds: chosen minus released {signed((mean, low, high))} "
+        f"(95% bootstrap over worlds); at least +{BAR_POINTS} points on {ahead} of {len(diffs)} worlds"
+    )
+    print(
+        f"- bars (+{BAR_POINTS} on {needed} of {planned} worlds, pooled lower end above +{BAR_POOLED_LOW}): "
+        + ("reached" if reached else "not reached")
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidates", nargs="+", choices=sorted(set(RECIPES) - {BASELINE}), default=CANDIDATES)
+    parser.add_argument("--tune-worlds", type=int, nargs="+", default=TUNE_WORLDS)
+    parser.add_argument("--fresh-worlds", type=int, nargs="+", default=FRESH_WORLDS)
+    parser.add_argument("--tune-seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--report-seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--cache", type=Path, default=ROOT / "runs" / "worlds", help="trained worlds (DIR/world-K)")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "compare-worlds", help="where runs are stored")
+    parser.add_argument("--no-run", action="store_true", help="print from the stored runs only")
+    parser.add_argument("--until", help="start no training or run after this UTC time, HH:MM")
+    args = parser.parse_args()
+    if set(args.tune_worlds) & set(args.fresh_worlds):
+        parser.error("a fresh world must take no part in choosing: --tune-worlds and --fresh-worlds overlap")
+    for recipe in [BASELINE, *args.candidates]:
+        work = views(RECIPES[recipe])
+        if abs(work - RELEASED_VIEWS) > 0.1 * RELEASED_VIEWS:
+            parser.error(f"{recipe}: {work} views a prompt, not within 10% of the released {RELEASED_VIEWS}")
+    run = not args.no_run
+    # 1. choose: every candidate on every tuning world, seed by seed, so that a stopped run leaves balanced rows
+    for world in args.tune_worlds:
+        if ensure_world(args.cache, world, args.until, run) is None:
+            continue
+        for seed in args.tune_seeds:
+            for recipe in args.candidates:
+                if run:
+                    invert(args.out, args.cache, recipe, world, seed, args.until)
+    chosen, scores = choose(args.out, args.candidates, args.tune_worlds, args.tune_seeds)
+    tuning_table(scores, args.tune_worlds, args.tune_seeds)
+    if chosen is None:
+        print("- not every candidate has every tuning run: nothing chosen, no fresh world run")
+        return
+    print(f"- chosen on tuning worlds {', '.join(map(str, args.tune_worlds))}: {chosen}")
+    print()
+    # 2. confirm on fresh worlds: the released settings and the chosen recipe, world by world
+    for world in args.fresh_worlds:
+        if ensure_world(args.cache, world, args.until, run) is None:
+            continue
+        for seed in args.report_seeds:
+            for recipe in (BASELINE, chosen):
+                if run:
+                    invert(args.out, args.cache, recipe, world, seed, args.until)
+    diffs = fresh_table(args.out, args.cache, chosen, args.fresh_worlds, args.report_seeds)
+    verdict(diffs, len(args.fresh_worlds))
+
+
+if __name__ == "__main__":
+    main()
