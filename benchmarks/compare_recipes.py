@@ -38,7 +38,7 @@ import yaml
 from toy_judge import CAPTIONS, ROOT, judge_world  # benchmarks/ is on the path when a script of it runs
 
 from clip_inversion.data import read_prompts
-from clip_inversion.rundir import MANIFEST, read_records
+from clip_inversion.rundir import MANIFEST, read_records, write_json
 from clip_inversion.studies.evaluate import Settings, evaluate
 from clip_inversion.studies.probes import wilson_interval
 from clip_inversion.toyworld.evaluate import WORLDS, ToyWorld
@@ -79,7 +79,7 @@ def run_once(
         seed, config, args, toy or world, per_caption=True, keep=path.with_suffix(""), captions=captions
     )
     record = {"recipe": recipe, "world": world, "seed": seed, "seconds": seconds, **scores}
-    path.write_text(json.dumps(record, indent=1))
+    write_json(path, record)  # whole or absent: a job beside this one may read it at any moment
     print(f"{recipe} world {world} seed {seed}: {scores['caption']:.2f} colour and shape, {seconds:.0f} s", flush=True)
 
 

@@ -22,13 +22,20 @@ worlds' differences) with a 95% bootstrap interval over worlds, and the bars: at
 the pooled interval's lower end above +10. Runs are stored as ``compare_recipes`` stores them
 (``<out>/<recipe>/w<K>-seed<s>.json``, images beside), so a rerun runs only what is missing. Set
 ``OMP_NUM_THREADS=1`` on a busy machine.
+
+Jobs started side by side with the same command share the work: each world's training and each run is claimed
+(an ``flock`` on ``<path>.claim``, released when its job ends, however it ends), a job skips what another holds,
+then waits for it before choosing or printing, so that one core a job gives the tables in half the time.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import math
 import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -80,21 +87,47 @@ def world_interval(diffs: list[float], resamples: int = 10_000) -> tuple[float, 
     return d.mean().item(), low, high
 
 
-def ensure_world(cache: Path, world: int, until: str | None, run: bool) -> dict | None:
-    """World ``world``'s record from the cache, trained first when ``run`` and not ``late``."""
+@contextmanager
+def claim(path: Path, wait: bool) -> Iterator[bool]:
+    """Hold the work that writes ``path`` for this job: yields whether it is this job's to do.
+
+    Args:
+        path: what the work writes (a run's JSON, a world's folder); the lock is ``<path>.claim`` beside it.
+        wait: block until another job holding it ends (``True``), or yield ``False`` at once (``False``).
+    """
+    lock = path.with_name(path.name + ".claim")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True  # the kernel releases the lock when the file closes or the process dies
+
+
+def ensure_world(cache: Path, world: int, until: str | None, run: bool, wait: bool = True) -> dict | None:
+    """World ``world``'s record from the cache, trained first when ``run`` and not ``late``; ``None`` while
+    another job trains it and ``wait`` is off."""
     record = read_world(cache, world)
     if record is None and run and not late(until):
-        record = train_world(world, cache)
-        print(f"trained world {world}", flush=True)
+        with claim(world_dir(cache, world), wait) as mine:
+            if mine and (record := read_world(cache, world)) is None:
+                record = train_world(world, cache)
+                print(f"trained world {world}", flush=True)
     return record
 
 
-def invert(out: Path, cache: Path, recipe: str, world: int, seed: int, until: str | None) -> None:
-    """One stored run of ``recipe`` on family world ``world`` at ``seed``, unless stored or ``late``."""
-    if run_path(out, recipe, name(world), seed).is_file() or late(until):
+def invert(out: Path, cache: Path, recipe: str, world: int, seed: int, until: str | None, wait: bool = True) -> None:
+    """One stored run of ``recipe`` on family world ``world`` at ``seed``, unless stored, ``late`` or held by
+    another job (which, with ``wait``, this one waits for)."""
+    path = run_path(out, recipe, name(world), seed)
+    if path.is_file() or late(until):
         return
-    captions = world_dir(cache, world) / CAPTIONS_TXT
-    run_once(out, recipe, name(world), seed, toy=toy_world(cache, world), captions=captions)
+    with claim(path, wait) as mine:
+        if mine and not path.is_file():
+            captions = world_dir(cache, world) / CAPTIONS_TXT
+            run_once(out, recipe, name(world), seed, toy=toy_world(cache, world), captions=captions)
 
 
 def judge_accuracy(record: dict) -> float:
@@ -161,6 +194,18 @@ def verdict(diffs: list[float], planned: int) -> None:
     )
 
 
+def stage(args: argparse.Namespace, worlds: list[int], seeds: list[int], recipes: list[str], run: bool) -> None:
+    """Train the worlds and run every recipe on each at each seed: first what no other job holds, then (waiting
+    for the other jobs) whatever is still missing."""
+    for wait in (False, True) if run else ():
+        for world in worlds:
+            if ensure_world(args.cache, world, args.until, run, wait) is None:
+                continue
+            for seed in seeds:
+                for recipe in recipes:
+                    invert(args.out, args.cache, recipe, world, seed, args.until, wait)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", nargs="+", choices=sorted(set(RECIPES) - {BASELINE}), default=CANDIDATES)
@@ -181,13 +226,7 @@ def main() -> None:
             parser.error(f"{recipe}: {work} views a prompt, not within 10% of the released {RELEASED_VIEWS}")
     run = not args.no_run
     # 1. choose: every candidate on every tuning world, seed by seed, so that a stopped run leaves balanced rows
-    for world in args.tune_worlds:
-        if ensure_world(args.cache, world, args.until, run) is None:
-            continue
-        for seed in args.tune_seeds:
-            for recipe in args.candidates:
-                if run:
-                    invert(args.out, args.cache, recipe, world, seed, args.until)
+    stage(args, args.tune_worlds, args.tune_seeds, args.candidates, run)
     chosen, scores = choose(args.out, args.candidates, args.tune_worlds, args.tune_seeds)
     tuning_table(scores, args.tune_worlds, args.tune_seeds)
     if chosen is None:
@@ -196,13 +235,7 @@ def main() -> None:
     print(f"- chosen on tuning worlds {', '.join(map(str, args.tune_worlds))}: {chosen}")
     print()
     # 2. confirm on fresh worlds: the released settings and the chosen recipe, world by world
-    for world in args.fresh_worlds:
-        if ensure_world(args.cache, world, args.until, run) is None:
-            continue
-        for seed in args.report_seeds:
-            for recipe in (BASELINE, chosen):
-                if run:
-                    invert(args.out, args.cache, recipe, world, seed, args.until)
+    stage(args, args.fresh_worlds, args.report_seeds, [BASELINE, chosen], run)
     diffs = fresh_table(args.out, args.cache, chosen, args.fresh_worlds, args.report_seeds)
     verdict(diffs, len(args.fresh_worlds))
 

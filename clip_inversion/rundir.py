@@ -176,7 +176,7 @@ def claim(run_dir: str | Path, settings: dict[str, Any], fresh: bool = False, wr
     if not write:
         return
     check_writable(run_dir)
-    _write_json(path, {"settings": settings})
+    write_json(path, {"settings": settings})
 
 
 def record_finished(run_dir: str | Path, command: list[str], files: list[str], prompts: int) -> None:
@@ -190,7 +190,7 @@ def record_finished(run_dir: str | Path, command: list[str], files: list[str], p
     """
     stamp = {**_fingerprint(command, files), "results": _results(run_dir), "prompts": prompts}
     with contextlib.suppress(OSError):  # a shortcut only: a directory that cannot take it reruns the whole way
-        _write_json(Path(run_dir) / FINISHED, stamp)
+        write_json(Path(run_dir) / FINISHED, stamp)
 
 
 def finished_before(run_dir: str | Path, command: list[str]) -> int | None:
@@ -247,8 +247,8 @@ def _code_version() -> str:
     return digest.hexdigest()
 
 
-def _write_json(path: Path, value: Any) -> None:
-    """Write JSON through a temporary file and a rename."""
+def write_json(path: Path, value: Any) -> None:
+    """Write JSON through a temporary file and a rename: a reader never meets a half-written file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(value, f, indent=1, ensure_ascii=False)

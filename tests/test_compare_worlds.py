@@ -2,6 +2,8 @@
 tuning worlds before it reports, never runs a fresh world while choosing, and pools worlds as it says."""
 
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,40 @@ def test_the_pooled_interval_is_a_bootstrap_over_worlds(compare):
                              random_state=1).confidence_interval  # fmt: skip
     assert mean == pytest.approx(sum(diffs) / 10)
     assert low == pytest.approx(oracle.low, abs=0.01) and high == pytest.approx(oracle.high, abs=0.01)
+
+
+def test_two_jobs_side_by_side_share_the_work_and_print_the_same_tables(
+    compare, stubbed, monkeypatch, tmp_path, capsys
+):
+    argv = ["compare_worlds.py", "--candidates", "das", "every-aug-32", "--tune-worlds", "0", "1", "--fresh-worlds"]
+    argv += ["100", "101", "--report-seeds", "0", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]
+    monkeypatch.setattr("sys.argv", argv)
+    slow = sys.modules["compare_recipes"].judge_world
+    done = {}
+
+    def judge_world(*args, **kwargs):  # a run that takes a while, so that both jobs are busy at once
+        time.sleep(0.05)
+        done.setdefault(threading.get_ident(), 0)
+        done[threading.get_ident()] += 1
+        return slow(*args, **kwargs)
+
+    monkeypatch.setattr(sys.modules["compare_recipes"], "judge_world", judge_world)
+    failed = []
+
+    def job():
+        try:
+            compare.main()
+        except BaseException as e:  # a job that reads a run half-written, say
+            failed.append(e)
+
+    jobs = [threading.Thread(target=job) for _ in range(2)]
+    for j in jobs:
+        j.start()
+    for j in jobs:
+        j.join()
+    assert failed == []
+    assert sorted(stubbed) == sorted(set(stubbed)) and len(stubbed) == 4 + 4  # each run once, none left out
+    assert len(done) == 2 and min(done.values()) >= 2  # both jobs ran some
+    out = capsys.readouterr().out
+    assert out.count("- chosen on tuning worlds 0, 1: every-aug-32") == 2  # neither chose before the other's runs
+    assert out.count("pooled over 2 of 2 fresh worlds") == 2

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from clip_inversion.core.clip import CLIPSpec, load_clip
+from clip_inversion.rundir import write_json
 from clip_inversion.toyworld.evaluate import ToyWorld, zero_shot_accuracy
 from clip_inversion.toyworld.family import FamilyWorld, draw_world
 from clip_inversion.toyworld.towers import Tower, draw_towers
@@ -128,7 +129,7 @@ def train_world(seed: int, cache: str | Path, recipes: dict[str, Recipe] | None 
             "path": role,
         }
     record["seconds"] = round(time.perf_counter() - start, 1)  # both models, their evaluation included
-    (folder / WORLD_JSON).write_text(json.dumps(record, indent=1) + "\n")
+    write_json(folder / WORLD_JSON, record)  # last, whole: its presence says the world is trained
     return {**record, "cached": False}
 
 
