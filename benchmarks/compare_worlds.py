@@ -7,10 +7,12 @@
 The protocol, each step on its own worlds (``clip_inversion/toyworld/family.py``; a world's subject and judge are
 trained once into ``--cache`` by ``clip-inversion-train-toy --world-seed K --cache DIR``):
 
-1. Choose: every candidate (``--candidates``, configs of ``configs/recipes/``, each at the released settings' work
-   a prompt within 10%) inverts the 30 captions of each tuning world (``--tune-worlds``, default 0-4) with that
-   world's subject at each ``--tune-seeds``, scored by that world's judge. The candidate with the best mean
-   colour-and-shape accuracy over the tuning worlds is chosen, once every candidate has every tuning run.
+1. Choose, by successive halving on the tuning worlds (``--tune-worlds``, default 0-4): every candidate
+   (``--candidates``, configs of ``configs/recipes/``, each at the released settings' work a prompt within 10%)
+   inverts the 30 captions of the first ``--screen-worlds`` (default 2) with that world's subject at each
+   ``--tune-seeds``, scored by that world's judge; the ``--finalists`` (default 3) with the best mean
+   colour-and-shape accuracy there go on to the other tuning worlds, and the finalist with the best mean over all
+   tuning worlds is chosen. ``--screen-worlds 5`` runs every candidate everywhere.
 2. Confirm: the chosen recipe and the released settings (``configs/released-64px.yaml``) invert each fresh world's
    captions (``--fresh-worlds``, default 100-109, never used in choosing) at each ``--report-seeds``.
 
@@ -64,19 +66,20 @@ def mean_caption(runs: dict[int, dict]) -> float:
     return statistics.mean(r["caption"] for r in runs.values())
 
 
-def choose(out: Path, candidates: list[str], worlds: list[int], seeds: list[int]) -> tuple[str | None, dict]:
-    """The candidate with the best mean colour-and-shape accuracy over tuning worlds, from stored runs only.
+def scores(out: Path, candidates: list[str], worlds: list[int], seeds: list[int]) -> dict[str, dict[int, float]]:
+    """``scores[recipe][world]``: the colour-and-shape accuracy of each stored (recipe, world), over its seeds."""
+    stored = {r: {w: load(out, r, name(w), seeds) for w in worlds} for r in candidates}
+    return {r: {w: mean_caption(runs) for w, runs in per.items() if runs} for r, per in stored.items()}
 
-    Returns:
-        ``(chosen, scores)``: ``scores[recipe][world]`` is the accuracy of each stored (recipe, world);
-        ``chosen`` is ``None`` until every candidate has every tuning world at every seed.
-    """
-    scores = {r: {w: load(out, r, name(w), seeds) for w in worlds} for r in candidates}
-    complete = all(len(runs) == len(seeds) for per_world in scores.values() for runs in per_world.values())
-    scores = {r: {w: mean_caption(runs) for w, runs in per.items() if runs} for r, per in scores.items()}
+
+def best(out: Path, candidates: list[str], worlds: list[int], seeds: list[int], keep: int = 1) -> list[str] | None:
+    """The ``keep`` candidates with the best mean accuracy over ``worlds``, best first, from stored runs only;
+    ``None`` until every candidate has every one of those worlds at every seed."""
+    complete = all(load(out, r, name(w), seeds).keys() == set(seeds) for r in candidates for w in worlds)
     if not complete or not candidates:
-        return None, scores
-    return max(candidates, key=lambda r: statistics.mean(scores[r].values())), scores
+        return None
+    per = scores(out, candidates, worlds, seeds)
+    return sorted(candidates, key=lambda r: -statistics.mean(per[r].values()))[:keep]
 
 
 def world_interval(diffs: list[float], resamples: int = 10_000) -> tuple[float, float, float]:
@@ -135,15 +138,20 @@ def judge_accuracy(record: dict) -> float:
     return record["judge"]["accuracy"]["judge_template"]["caption"]
 
 
-def tuning_table(scores: dict, worlds: list[int], seeds: list[int]) -> None:
+def tuning_table(scores: dict, worlds: list[int], screening: list[int], seeds: list[int]) -> None:
+    """Each candidate's accuracy on each tuning world, its mean over the screening worlds and over all of them."""
     print(f"Tuning worlds {', '.join(map(str, worlds))} (seeds {', '.join(map(str, seeds))}): colour and shape")
     print()
-    print("| recipe | views a prompt | " + " | ".join(f"world {w}" for w in worlds) + " | mean |")
-    print("| --- | --- | " + " | ".join("---" for _ in worlds) + " | --- |")
+    header = " | ".join(f"world {w}" for w in worlds)
+    print(f"| recipe | views a prompt | {header} | mean, worlds {', '.join(map(str, screening))} | mean |")
+    print("| --- | --- | " + " | ".join("---" for _ in worlds) + " | --- | --- |")
+
+    def mean(per: dict, among: list[int]) -> str:
+        return f"{100 * statistics.mean(per[w] for w in among):.0f}%" if all(w in per for w in among) else "-"
+
     for recipe, per in scores.items():
-        cells = [f"{100 * per[w]:.0f}%" if w in per else "-" for w in worlds]
-        mean = f"{100 * statistics.mean(per.values()):.0f}%" if per else "-"
-        print(f"| {recipe} | {views(RECIPES[recipe]):,} | " + " | ".join(cells) + f" | {mean} |")
+        cells = " | ".join(f"{100 * per[w]:.0f}%" if w in per else "-" for w in worlds)
+        print(f"| {recipe} | {views(RECIPES[recipe]):,} | {cells} | {mean(per, screening)} | {mean(per, worlds)} |")
     print()
 
 
@@ -212,6 +220,8 @@ def main() -> None:
     parser.add_argument("--tune-worlds", type=int, nargs="+", default=TUNE_WORLDS)
     parser.add_argument("--fresh-worlds", type=int, nargs="+", default=FRESH_WORLDS)
     parser.add_argument("--tune-seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--screen-worlds", type=int, default=2, help="tuning worlds every candidate runs on")
+    parser.add_argument("--finalists", type=int, default=3, help="candidates that go on to the other tuning worlds")
     parser.add_argument("--report-seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--cache", type=Path, default=ROOT / "runs" / "worlds", help="trained worlds (DIR/world-K)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "compare-worlds", help="where runs are stored")
@@ -225,13 +235,21 @@ def main() -> None:
         if abs(work - RELEASED_VIEWS) > 0.1 * RELEASED_VIEWS:
             parser.error(f"{recipe}: {work} views a prompt, not within 10% of the released {RELEASED_VIEWS}")
     run = not args.no_run
-    # 1. choose: every candidate on every tuning world, seed by seed, so that a stopped run leaves balanced rows
-    stage(args, args.tune_worlds, args.tune_seeds, args.candidates, run)
-    chosen, scores = choose(args.out, args.candidates, args.tune_worlds, args.tune_seeds)
-    tuning_table(scores, args.tune_worlds, args.tune_seeds)
-    if chosen is None:
+    # 1. choose: every candidate on the screening worlds, then the finalists on the other tuning worlds
+    screening, rest = args.tune_worlds[: args.screen_worlds], args.tune_worlds[args.screen_worlds :]
+    stage(args, screening, args.tune_seeds, args.candidates, run)
+    finalists = best(args.out, args.candidates, screening, args.tune_seeds, keep=args.finalists)
+    if finalists is not None:
+        stage(args, rest, args.tune_seeds, finalists, run)
+    chosen = finalists and best(args.out, finalists, args.tune_worlds, args.tune_seeds)
+    table = scores(args.out, args.candidates, args.tune_worlds, args.tune_seeds)
+    tuning_table(table, args.tune_worlds, screening, args.tune_seeds)
+    if not chosen:
         print("- not every candidate has every tuning run: nothing chosen, no fresh world run")
         return
+    chosen = chosen[0]
+    if rest:
+        print(f"- finalists on tuning worlds {', '.join(map(str, screening))}: {', '.join(finalists)}")
     print(f"- chosen on tuning worlds {', '.join(map(str, args.tune_worlds))}: {chosen}")
     print()
     # 2. confirm on fresh worlds: the released settings and the chosen recipe, world by world

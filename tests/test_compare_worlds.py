@@ -156,3 +156,22 @@ def test_two_jobs_side_by_side_share_the_work_and_print_the_same_tables(
     out = capsys.readouterr().out
     assert out.count("- chosen on tuning worlds 0, 1: every-aug-32") == 2  # neither chose before the other's runs
     assert out.count("pooled over 2 of 2 fresh worlds") == 2
+
+
+def test_only_the_finalists_of_the_screening_worlds_go_on_to_the_other_tuning_worlds(
+    compare, stubbed, monkeypatch, tmp_path, capsys
+):
+    argv = ["compare_worlds.py", "--candidates", "implicit", "das", "every-aug-32", "quickstart-5200"]
+    argv += ["--tune-worlds", "0", "1", "2", "--screen-worlds", "1", "--finalists", "2", "--fresh-worlds", "100"]
+    argv += ["--report-seeds", "0", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]
+    monkeypatch.setattr("sys.argv", argv)
+    compare.main()
+    out = capsys.readouterr().out
+    on = {w: {c[0] for c in stubbed if c[1] == w} for w in ("w0", "w1", "w2")}
+    assert on["w0"] == {"implicit", "das", "every-aug-32", "quickstart-5200"}
+    assert on["w1"] == on["w2"] == {"every-aug-32", "das"}  # the two best on world 0 (20 and 12 of 30 right)
+    assert "- finalists on tuning worlds 0: every-aug-32, das" in out
+    assert "- chosen on tuning worlds 0, 1, 2: every-aug-32" in out
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[2:] for line in out.splitlines() if line.startswith("| ")}
+    assert rows["implicit"] == ["27%", "-", "-", "27%", "- |"]  # screened out: no mean over every tuning world
+    assert rows["das"] == ["40%", "40%", "40%", "40%", "40% |"]
