@@ -149,7 +149,7 @@ def test_a_world_trains_from_its_seed_the_same_twice_and_is_cached(tmp_path, mon
     def no_training(*args, **kwargs):
         raise AssertionError("trained although cached")
 
-    monkeypatch.setattr(cache, "_train", no_training)
+    monkeypatch.setattr(cache, "_train_roles", no_training)
     cached = train_world(seed, tmp_path / "one", TINY)
     assert cached["cached"] and cached["subject"] == record["subject"]
     assert json.loads((world_dir(tmp_path / "one", seed) / WORLD_JSON).read_text())["judge"] == record["judge"]

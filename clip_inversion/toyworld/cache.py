@@ -9,7 +9,9 @@ accuracy on fresh scenes. A second call with the same seed, directory and recipe
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,6 +37,7 @@ class Recipe:
         lr: peak AdamW learning rate (``ToyCLIPTraining``: 50 warm-up steps, cosine decay).
         subject_noise: the subject's input-noise std bound (``ToyCLIPTraining.noise_std``); the judge trains without.
         eval_scenes: fresh scenes each model is scored on after training.
+        workers: processes rendering batches ahead of the training step (``ShapeWorldData.num_workers``).
     """
 
     steps: int = 1200
@@ -42,10 +45,13 @@ class Recipe:
     lr: float = 2e-3
     subject_noise: float = 0.15
     eval_scenes: int = EVAL_SCENES
+    workers: int = 0
 
 
-# By tower kind and image size (``recipe_key``): about 3 minutes or less a model on one CPU thread.
-RECIPES: dict[str, Recipe] = {"resnet-32": Recipe(steps=1200), "vit-32": Recipe(steps=4000)}
+# By tower kind and image size (``recipe_key``). The two models of a world train at once, a core each, so a world
+# takes as long as its ViT, which learns shapes slowly: its batches are rendered ahead by a worker, and its steps
+# fill about 5 of the 6 minutes a world may take (docs/toy-models.md).
+RECIPES: dict[str, Recipe] = {"resnet-32": Recipe(steps=1200), "vit-32": Recipe(steps=5000, workers=1)}
 
 
 def recipe_key(tower: Tower) -> str:
@@ -67,7 +73,8 @@ def _train(world: FamilyWorld, tower: Tower, recipe: Recipe, noise: float, expor
     seed_everything(tower.seed, verbose=False)
     name = tower.register(f"family-{world.world_seed}-{export.name}")
     module = ToyCLIPTraining(name, lr=recipe.lr, export_dir=str(export), noise_std=noise)
-    data = ShapeWorldData(world, recipe.batch_size, recipe.steps, val_size=1, seed=tower.seed, num_workers=0)
+    workers = recipe.workers
+    data = ShapeWorldData(world, recipe.batch_size, recipe.steps, val_size=1, seed=tower.seed, num_workers=workers)
     trainer = Trainer(
         accelerator="cpu",
         devices=1,
@@ -89,6 +96,27 @@ def _accuracy(world: FamilyWorld, folder: Path, scenes: int) -> dict[str, dict[s
         "held_out_template": zero_shot_accuracy(clip, world, scenes, EVAL_SEED),
         "judge_template": zero_shot_accuracy(clip, world, scenes, EVAL_SEED, template=world.templates[0]),
     }
+
+
+def _train_role(seed: int, role: str, recipe: Recipe, noise: float, export: Path) -> tuple[float, dict]:
+    """Train and score world ``seed``'s ``role`` model on one thread (in a process of its own); returns its wall
+    seconds and ``_accuracy``."""
+    import torch
+
+    torch.set_num_threads(1)
+    world = draw_world(seed)
+    tower = dict(zip(ROLES, draw_towers(seed, world.image_size)))[role]
+    seconds = _train(world, tower, recipe, noise, export)
+    return seconds, _accuracy(world, export, recipe.eval_scenes)
+
+
+def _train_roles(seed: int, jobs: dict[str, tuple[Recipe, float, Path]]) -> dict[str, tuple[float, dict]]:
+    """Train a world's models at once, a process each: ``jobs[role] = (recipe, noise, export)``; returns each
+    role's ``(seconds, accuracy)``."""
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or torch state inherited
+    with ProcessPoolExecutor(len(jobs), mp_context=context) as pool:
+        futures = {role: pool.submit(_train_role, seed, role, *job) for role, job in jobs.items()}
+        return {role: future.result() for role, future in futures.items()}
 
 
 def train_world(seed: int, cache: str | Path, recipes: dict[str, Recipe] | None = None) -> dict:
@@ -116,16 +144,17 @@ def train_world(seed: int, cache: str | Path, recipes: dict[str, Recipe] | None 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CAPTIONS_TXT).write_text("".join(c + "\n" for c in world.captions_of()))
     record = {"world": world.describe()}
+    jobs = {}
     for role, tower in towers.items():
         recipe = recipes[recipe_key(tower)]
-        noise = recipe.subject_noise if role == "subject" else 0.0
-        seconds = _train(world, tower, recipe, noise, folder / role)
+        jobs[role] = (recipe, recipe.subject_noise if role == "subject" else 0.0, folder / role)
+    for role, (seconds, accuracy) in _train_roles(seed, jobs).items():
         record[role] = {
-            "tower": tower.describe(),
+            "tower": towers[role].describe(),
             "recipe": wanted[role],
-            "noise_std": noise,
+            "noise_std": jobs[role][1],
             "seconds": round(seconds, 1),
-            "accuracy": _accuracy(world, folder / role, recipe.eval_scenes),
+            "accuracy": accuracy,
             "path": role,
         }
     record["seconds"] = round(time.perf_counter() - start, 1)  # both models, their evaluation included
