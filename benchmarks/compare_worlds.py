@@ -110,15 +110,17 @@ def claim(path: Path, wait: bool) -> Iterator[bool]:
 
 
 def ensure_world(cache: Path, world: int, until: str | None, run: bool, wait: bool = True) -> dict | None:
-    """World ``world``'s record from the cache, trained first when ``run`` and not ``late``; ``None`` while
-    another job trains it and ``wait`` is off."""
-    record = read_world(cache, world)
-    if record is None and run and not late(until):
-        with claim(world_dir(cache, world), wait) as mine:
-            if mine and (record := read_world(cache, world)) is None:
-                record = train_world(world, cache)
-                print(f"trained world {world}", flush=True)
-    return record
+    """World ``world``'s record from the cache, trained first (or again, after a recipe changed) when ``run`` and
+    not ``late``; ``None`` while another job trains it and ``wait`` is off."""
+    if not run or late(until):
+        return read_world(cache, world)
+    with claim(world_dir(cache, world), wait) as mine:
+        if not mine:
+            return None
+        record = train_world(world, cache)  # answers from the cache when its recipe is today's
+        if not record["cached"]:
+            print(f"trained world {world}", flush=True)
+        return record
 
 
 def invert(out: Path, cache: Path, recipe: str, world: int, seed: int, until: str | None, wait: bool = True) -> None:

@@ -55,7 +55,13 @@ def stubbed(compare, monkeypatch):
     trained = set()
     monkeypatch.setattr(sys.modules["compare_recipes"], "judge_world", judge_world)
     monkeypatch.setattr(compare, "read_world", lambda cache, w: stub_record(w) if w in trained else None)
-    monkeypatch.setattr(compare, "train_world", lambda w, cache: trained.add(w) or stub_record(w))
+
+    def train_world(w, cache):  # the real one answers from the cache unless the recipe changed (test_family)
+        cached = w in trained
+        trained.add(w)
+        return {**stub_record(w), "cached": cached}
+
+    monkeypatch.setattr(compare, "train_world", train_world)
     monkeypatch.setattr(compare, "toy_world", lambda cache, w: Toy(w))
     return calls
 
@@ -175,3 +181,13 @@ def test_only_the_finalists_of_the_screening_worlds_go_on_to_the_other_tuning_wo
     rows = {line.split(" | ")[0][2:]: line.split(" | ")[2:] for line in out.splitlines() if line.startswith("| ")}
     assert rows["implicit"] == ["27%", "-", "-", "27%", "- |"]  # screened out: no mean over every tuning world
     assert rows["das"] == ["40%", "40%", "40%", "40%", "40% |"]
+
+
+def test_a_stored_world_goes_through_train_world_which_trains_it_again_after_a_recipe_change(
+    compare, monkeypatch, tmp_path
+):
+    calls = []
+    monkeypatch.setattr(compare, "read_world", lambda cache, w: stub_record(w))  # stored, with some recipe
+    monkeypatch.setattr(compare, "train_world", lambda w, cache: calls.append(w) or {**stub_record(w), "cached": 0})
+    assert compare.ensure_world(tmp_path, 3, None, run=True)["world"]["world_seed"] == 3 and calls == [3]
+    assert compare.ensure_world(tmp_path, 3, None, run=False)["world"]["world_seed"] == 3 and calls == [3]
