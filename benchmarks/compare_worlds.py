@@ -26,8 +26,9 @@ the pooled interval's lower end above +10. Runs are stored as ``compare_recipes`
 ``OMP_NUM_THREADS=1`` on a busy machine.
 
 Jobs started side by side with the same command share the work: each world's training and each run is claimed
-(an ``flock`` on ``<path>.claim``, released when its job ends, however it ends), a job skips what another holds,
-then waits for it before choosing or printing, so that one core a job gives the tables in half the time.
+(an ``flock`` on ``<path>.claim``, released when its job ends, however it ends), and a job leaves what another
+holds to it, going on with the rest and waiting only when nothing else is left, so that no job chooses or prints
+before every run it reads is stored: one core a job gives the tables in about half the time.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import argparse
 import fcntl
 import math
 import statistics
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -50,6 +52,7 @@ from clip_inversion.toyworld.cache import CAPTIONS_TXT, read_world, toy_world, t
 CANDIDATES = ["quickstart-5200", "affine-8-5200", "every-aug-16", "every-aug-32", "das", "implicit", "multiscale-32"]
 TUNE_WORLDS, FRESH_WORLDS = list(range(5)), list(range(100, 110))
 BAR_POINTS, BAR_SHARE, BAR_POOLED_LOW = 15, 0.8, 10  # +15 points on 8 of 10 worlds, pooled lower end +10
+POLL_SECONDS = 10.0  # how often a job with only held work left looks again
 
 
 def name(world: int) -> str:
@@ -91,30 +94,29 @@ def world_interval(diffs: list[float], resamples: int = 10_000) -> tuple[float, 
 
 
 @contextmanager
-def claim(path: Path, wait: bool) -> Iterator[bool]:
-    """Hold the work that writes ``path`` for this job: yields whether it is this job's to do.
+def claim(path: Path) -> Iterator[bool]:
+    """Hold the work that writes ``path`` for this job: yields whether it is this job's (no other job holds it).
 
-    Args:
-        path: what the work writes (a run's JSON, a world's folder); the lock is ``<path>.claim`` beside it.
-        wait: block until another job holding it ends (``True``), or yield ``False`` at once (``False``).
+    The lock is an ``flock`` on ``<path>.claim`` beside ``path`` (a run's JSON, a world's folder); the kernel
+    releases it when the file closes or the process dies.
     """
     lock = path.with_name(path.name + ".claim")
     lock.parent.mkdir(parents=True, exist_ok=True)
     with lock.open("a") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
-        yield True  # the kernel releases the lock when the file closes or the process dies
+        yield True
 
 
-def ensure_world(cache: Path, world: int, until: str | None, run: bool, wait: bool = True) -> dict | None:
+def ensure_world(cache: Path, world: int, until: str | None, run: bool) -> dict | None:
     """World ``world``'s record from the cache, trained first (or again, after a recipe changed) when ``run`` and
-    not ``late``; ``None`` while another job trains it and ``wait`` is off."""
+    not ``late``; ``None`` while another job trains it."""
     if not run or late(until):
         return read_world(cache, world)
-    with claim(world_dir(cache, world), wait) as mine:
+    with claim(world_dir(cache, world)) as mine:
         if not mine:
             return None
         record = train_world(world, cache)  # answers from the cache when its recipe is today's
@@ -123,16 +125,17 @@ def ensure_world(cache: Path, world: int, until: str | None, run: bool, wait: bo
         return record
 
 
-def invert(out: Path, cache: Path, recipe: str, world: int, seed: int, until: str | None, wait: bool = True) -> None:
-    """One stored run of ``recipe`` on family world ``world`` at ``seed``, unless stored, ``late`` or held by
-    another job (which, with ``wait``, this one waits for)."""
+def invert(out: Path, cache: Path, recipe: str, world: int, seed: int, until: str | None) -> bool:
+    """One stored run of ``recipe`` on family world ``world`` at ``seed``, unless stored or ``late``; returns
+    ``False`` while another job holds it."""
     path = run_path(out, recipe, name(world), seed)
     if path.is_file() or late(until):
-        return
-    with claim(path, wait) as mine:
+        return True
+    with claim(path) as mine:
         if mine and not path.is_file():
             captions = world_dir(cache, world) / CAPTIONS_TXT
             run_once(out, recipe, name(world), seed, toy=toy_world(cache, world), captions=captions)
+        return mine
 
 
 def judge_accuracy(record: dict) -> float:
@@ -205,15 +208,20 @@ def verdict(diffs: list[float], planned: int) -> None:
 
 
 def stage(args: argparse.Namespace, worlds: list[int], seeds: list[int], recipes: list[str], run: bool) -> None:
-    """Train the worlds and run every recipe on each at each seed: first what no other job holds, then (waiting
-    for the other jobs) whatever is still missing."""
-    for wait in (False, True) if run else ():
+    """Train the worlds and run every recipe on each at each seed, leaving what another job holds to it; returns
+    once every run is stored (or ``late``), looking again every ``POLL_SECONDS`` while only held work is left."""
+    while run and not late(args.until):
+        held = False
         for world in worlds:
-            if ensure_world(args.cache, world, args.until, run, wait) is None:
+            if ensure_world(args.cache, world, args.until, run) is None:
+                held = True
                 continue
             for seed in seeds:
                 for recipe in recipes:
-                    invert(args.out, args.cache, recipe, world, seed, args.until, wait)
+                    held |= not invert(args.out, args.cache, recipe, world, seed, args.until)
+        if not held:
+            return
+        time.sleep(POLL_SECONDS)
 
 
 def main() -> None:

@@ -143,6 +143,7 @@ def test_two_jobs_side_by_side_share_the_work_and_print_the_same_tables(
         return slow(*args, **kwargs)
 
     monkeypatch.setattr(sys.modules["compare_recipes"], "judge_world", judge_world)
+    monkeypatch.setattr(compare, "POLL_SECONDS", 0.01)
     failed = []
 
     def job():
