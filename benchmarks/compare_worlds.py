@@ -255,7 +255,7 @@ def main() -> None:
     table = scores(args.out, args.candidates, args.tune_worlds, args.tune_seeds)
     tuning_table(table, args.tune_worlds, screening, args.tune_seeds)
     if not chosen:
-        print("- not every candidate has every tuning run: nothing chosen, no fresh world run")
+        print("- the tuning runs are not all stored: nothing chosen, no fresh world run")
         return
     chosen = chosen[0]
     if rest:
