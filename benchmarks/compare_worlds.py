@@ -208,11 +208,12 @@ def verdict(diffs: list[float], planned: int) -> None:
 
 
 def stage(args: argparse.Namespace, worlds: list[int], seeds: list[int], recipes: list[str], run: bool) -> None:
-    """Train the worlds and run every recipe on each at each seed, leaving what another job holds to it; returns
-    once every run is stored (or ``late``), looking again every ``POLL_SECONDS`` while only held work is left."""
+    """Train the worlds and run every recipe on each at each seed (on worlds already trained first), leaving what
+    another job holds to it; returns once every run is stored (or ``late``), looking again every
+    ``POLL_SECONDS`` while only held work is left."""
     while run and not late(args.until):
         held = False
-        for world in worlds:
+        for world in sorted(worlds, key=lambda w: read_world(args.cache, w) is None):  # trained worlds first
             if ensure_world(args.cache, world, args.until, run) is None:
                 held = True
                 continue

@@ -192,3 +192,12 @@ def test_a_stored_world_goes_through_train_world_which_trains_it_again_after_a_r
     monkeypatch.setattr(compare, "train_world", lambda w, cache: calls.append(w) or {**stub_record(w), "cached": 0})
     assert compare.ensure_world(tmp_path, 3, None, run=True)["world"]["world_seed"] == 3 and calls == [3]
     assert compare.ensure_world(tmp_path, 3, None, run=False)["world"]["world_seed"] == 3 and calls == [3]
+
+
+def test_worlds_already_trained_are_run_first(compare, stubbed, monkeypatch, tmp_path):
+    compare.train_world(101, tmp_path)  # the stub's cache now holds world 101 alone
+    argv = ["compare_worlds.py", "--candidates", "das", "--tune-worlds", "0", "--fresh-worlds", "100", "101"]
+    monkeypatch.setattr("sys.argv", [*argv, "--report-seeds", "0", "--out", str(tmp_path), "--cache", str(tmp_path)])
+    compare.main()
+    fresh = [c[1] for c in stubbed if c[1] != "w0"]
+    assert fresh == ["w101", "w101", "w100", "w100"]
