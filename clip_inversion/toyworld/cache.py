@@ -73,8 +73,9 @@ def _train(world: FamilyWorld, tower: Tower, recipe: Recipe, noise: float, expor
     seed_everything(tower.seed, verbose=False)
     name = tower.register(f"family-{world.world_seed}-{export.name}")
     module = ToyCLIPTraining(name, lr=recipe.lr, export_dir=str(export), noise_std=noise)
-    workers = recipe.workers
-    data = ShapeWorldData(world, recipe.batch_size, recipe.steps, val_size=1, seed=tower.seed, num_workers=workers)
+    data = ShapeWorldData(
+        world, recipe.batch_size, recipe.steps, val_size=1, seed=tower.seed, num_workers=recipe.workers
+    )
     trainer = Trainer(
         accelerator="cpu",
         devices=1,
@@ -98,24 +99,23 @@ def _accuracy(world: FamilyWorld, folder: Path, scenes: int) -> dict[str, dict[s
     }
 
 
-def _train_role(seed: int, role: str, recipe: Recipe, noise: float, export: Path) -> tuple[float, dict]:
-    """Train and score world ``seed``'s ``role`` model on one thread (in a process of its own); returns its wall
+def _train_role(seed: int, tower: Tower, recipe: Recipe, noise: float, export: Path) -> tuple[float, dict]:
+    """Train and score world ``seed``'s ``tower`` on one thread (in a process of its own); returns its wall
     seconds and ``_accuracy``."""
     import torch
 
     torch.set_num_threads(1)
     world = draw_world(seed)
-    tower = dict(zip(ROLES, draw_towers(seed, world.image_size)))[role]
     seconds = _train(world, tower, recipe, noise, export)
     return seconds, _accuracy(world, export, recipe.eval_scenes)
 
 
-def _train_roles(seed: int, jobs: dict[str, tuple[Recipe, float, Path]]) -> dict[str, tuple[float, dict]]:
-    """Train a world's models at once, a process each: ``jobs[role] = (recipe, noise, export)``; returns each
-    role's ``(seconds, accuracy)``."""
+def _train_roles(seed: int, jobs: dict[str, tuple[Tower, Recipe, float, Path]]) -> dict[str, tuple[float, dict]]:
+    """Train a world's models at once, a process each: ``jobs[role] = (tower, recipe, noise, export)``; returns
+    each role's ``(seconds, accuracy)``."""
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or torch state inherited
     with ProcessPoolExecutor(len(jobs), mp_context=context) as pool:
-        futures = {role: pool.submit(_train_role, seed, role, *job) for role, job in jobs.items()}
+        futures = {role: pool.submit(_train_role, seed, *job) for role, job in jobs.items()}
         return {role: future.result() for role, future in futures.items()}
 
 
@@ -147,12 +147,12 @@ def train_world(seed: int, cache: str | Path, recipes: dict[str, Recipe] | None 
     jobs = {}
     for role, tower in towers.items():
         recipe = recipes[recipe_key(tower)]
-        jobs[role] = (recipe, recipe.subject_noise if role == "subject" else 0.0, folder / role)
+        jobs[role] = (tower, recipe, recipe.subject_noise if role == "subject" else 0.0, folder / role)
     for role, (seconds, accuracy) in _train_roles(seed, jobs).items():
         record[role] = {
             "tower": towers[role].describe(),
             "recipe": wanted[role],
-            "noise_std": jobs[role][1],
+            "noise_std": jobs[role][2],
             "seconds": round(seconds, 1),
             "accuracy": accuracy,
             "path": role,
